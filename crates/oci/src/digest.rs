@@ -115,6 +115,12 @@ pub struct Hasher {
     len: u64,
 }
 
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hasher").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
 impl Hasher {
     /// A fresh hasher.
     pub fn new() -> Self {
