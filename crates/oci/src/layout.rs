@@ -4,7 +4,7 @@ use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::index::Index;
@@ -53,6 +53,17 @@ impl Layout {
         let root = fs::canonicalize(path).ctx("resolve layout path", path)?;
         if root != path {
             tracing::debug!("layout {} resolves to {}", path.display(), root.display());
+        }
+        // blobs/ pointing elsewhere works for reads, but commits (link/rename from
+        // ingest/) fail across filesystems and deletes act outside the layout: say so.
+        if let Ok(blobs) = fs::canonicalize(root.join("blobs"))
+            && !blobs.starts_with(&root)
+        {
+            tracing::warn!(
+                "{}/blobs resolves outside the layout, to {}",
+                root.display(),
+                blobs.display()
+            );
         }
         Ok(Self { root })
     }
@@ -169,37 +180,79 @@ impl Layout {
     /// write a temp file in the same directory → fsync → rename over `index.json` → fsync
     /// the directory → unlock. If `merge` fails nothing is written. A corrupt `index.json`
     /// fails the update (as in BuildKit) rather than silently dropping other tags.
+    ///
+    /// `merge` may run more than once: if, just before the rename, the lock file at the
+    /// path is no longer the one locked (a buildx/buildctl client unlinked it after use and
+    /// another client may hold a new one), the staged file is discarded and the whole
+    /// read-merge-write is redone under a fresh lock. So `merge` must depend only on the
+    /// index it is given.
     pub fn update_index<T, E>(
         &self,
         timeout: Duration,
-        merge: impl FnOnce(&mut Index) -> Result<T, E>,
+        mut merge: impl FnMut(&mut Index) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
-        let _lock = self.lock_index(timeout)?;
-        self.ensure_oci_layout()?;
-        let path = self.index_path();
-        let mut index = match fs::read(&path) {
-            // BuildKit's Put treats an empty file as an empty index; do the same.
-            Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Index::new(),
-            Ok(b) => Index::from_slice(&b)
-                .map_err(|source| StoreError::IndexCorrupt { path: path.clone(), source })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Index::new(),
-            Err(source) => return Err(StoreError::Io { op: "read", path, source }.into()),
-        };
-        let out = merge(&mut index)?;
-        index.fill_defaults();
-        let bytes = index.to_vec().map_err(|source| StoreError::IndexEncode { path, source })?;
-        write_atomic(&self.root, INDEX_FILE, &bytes)?;
-        Ok(out)
+        let start = Instant::now();
+        loop {
+            let lock = self.lock_index(timeout.saturating_sub(start.elapsed()))?;
+            self.ensure_oci_layout()?;
+            self.remove_stale_index_temps();
+            let path = self.index_path();
+            let mut index = match fs::read(&path) {
+                // BuildKit's Put treats an empty file as an empty index; do the same.
+                Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Index::new(),
+                Ok(b) => Index::from_slice(&b)
+                    .map_err(|source| StoreError::IndexCorrupt { path: path.clone(), source })?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Index::new(),
+                Err(source) => return Err(StoreError::Io { op: "read", path, source }.into()),
+            };
+            let out = merge(&mut index)?;
+            index.fill_defaults();
+            let bytes =
+                index.to_vec().map_err(|source| StoreError::IndexEncode { path, source })?;
+            let staged = stage_temp(&self.root, INDEX_FILE, &bytes)?;
+            if !lock.is_current()? {
+                tracing::warn!(
+                    "{} was removed while strata held it (a BuildKit client unlinks it after \
+                     use); redoing the index.json update",
+                    lock.path().display()
+                );
+                if start.elapsed() >= timeout {
+                    return Err(StoreError::LockTimeout {
+                        path: lock.path().to_owned(),
+                        waited: start.elapsed(),
+                        holder: "other processes that keep removing the lock file".to_owned(),
+                    }
+                    .into());
+                }
+                continue;
+            }
+            persist(staged, &self.root, INDEX_FILE)?;
+            return Ok(out);
+        }
+    }
+
+    /// Removes temp files a crashed index writer left (`.index.json.*.tmp`). Only called
+    /// under the index lock, and every index writer holds it, so none is in use.
+    fn remove_stale_index_temps(&self) {
+        let Ok(rd) = fs::read_dir(&self.root) else { return };
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&format!(".{INDEX_FILE}.")) && name.ends_with(".tmp") {
+                tracing::debug!("removing leftover {}", ent.path().display());
+                let _ = fs::remove_file(ent.path());
+            }
+        }
     }
 
     /// Points `tag` at `desc` in `index.json` (BuildKit HEAD `Put` semantics, see
     /// [`Index::put_tag`]), under the lock.
     pub fn put_tag(&self, desc: crate::Descriptor, tag: &str, timeout: Duration) -> Result<()> {
         self.update_index(timeout, |idx| {
-            idx.put_tag(desc, tag);
+            idx.put_tag(desc.clone(), tag);
             Ok::<_, StoreError>(())
         })
     }
@@ -228,7 +281,12 @@ impl Layout {
 /// Replaces `dir/name` with `bytes` atomically and durably: temp file in `dir`, fsync,
 /// rename, fsync `dir`. Mode 0644, as BuildKit writes `index.json` and `oci-layout`.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let target = dir.join(name);
+    persist(stage_temp(dir, name, bytes)?, dir, name)
+}
+
+/// Writes and fsyncs `bytes` to a temp file `.<name>.<random>.tmp` in `dir` (deleted if
+/// dropped).
+fn stage_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -237,6 +295,12 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes).ctx("write", tmp.path())?;
     tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).ctx("chmod", tmp.path())?;
     tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
+    Ok(tmp)
+}
+
+/// Renames a staged temp file over `dir/name` and fsyncs `dir`.
+fn persist(tmp: tempfile::NamedTempFile, dir: &Path, name: &str) -> Result<()> {
+    let target = dir.join(name);
     tmp.persist(&target).map_err(|e| e.error).ctx("rename temporary file to", &target)?;
     fsync_dir(dir)
 }
@@ -318,6 +382,12 @@ mod tests {
             .collect();
         assert!(names.is_empty(), "{names:?}");
 
+        // A crashed writer's temp file is cleaned up by the next update.
+        let leftover = dir.path().join(".index.json.abc123.tmp");
+        fs::write(&leftover, b"{").unwrap();
+        l.put_tag(d.clone(), "latest", Duration::from_secs(5)).unwrap();
+        assert!(!leftover.exists());
+
         // A failing merge writes nothing.
         let before = fs::read(l.index_path()).unwrap();
         let r: Result<(), StoreError> = l.update_index(Duration::from_secs(5), |idx| {
@@ -338,6 +408,27 @@ mod tests {
         assert!(l.read_index().is_err());
         l.put_tag(d, "x", Duration::from_secs(5)).unwrap();
         assert_eq!(l.read_index().unwrap().unwrap().tags(), vec!["x"]);
+    }
+
+    #[test]
+    fn update_redone_when_buildkit_unlinks_the_lock_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::open(dir.path()).unwrap();
+        let d = Descriptor::new(media::OCI_INDEX, Digest::of_bytes(b"m"), 1);
+        let mut calls = 0;
+        l.update_index(Duration::from_secs(5), |idx| {
+            calls += 1;
+            if calls == 1 {
+                // What a BuildKit client does after its own use of the lock.
+                fs::remove_file(l.index_lock_path()).unwrap();
+            }
+            idx.put_tag(d.clone(), "t");
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        assert_eq!(calls, 2);
+        assert_eq!(l.resolve("t").unwrap().unwrap().digest, d.digest);
+        assert!(l.index_lock_path().exists());
     }
 
     #[test]

@@ -28,18 +28,22 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The lock timeout to use: `STRATA_LOCK_TIMEOUT` seconds if set and valid, otherwise 60 s.
 pub fn default_lock_timeout() -> Duration {
-    match std::env::var(LOCK_TIMEOUT_ENV) {
-        Ok(v) => match v.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
-            _ => {
-                tracing::warn!(
-                    "ignoring {LOCK_TIMEOUT_ENV}={v:?}: not a number of seconds; using {}s",
-                    DEFAULT_LOCK_TIMEOUT.as_secs()
-                );
-                DEFAULT_LOCK_TIMEOUT
-            }
-        },
-        Err(_) => DEFAULT_LOCK_TIMEOUT,
+    parse_timeout(std::env::var(LOCK_TIMEOUT_ENV).ok().as_deref())
+}
+
+fn parse_timeout(value: Option<&str>) -> Duration {
+    let Some(v) = value else { return DEFAULT_LOCK_TIMEOUT };
+    match v.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=1e9).contains(&secs) => {
+            Duration::from_secs_f64(secs)
+        }
+        _ => {
+            tracing::warn!(
+                "ignoring {LOCK_TIMEOUT_ENV}={v:?}: not a number of seconds; using {}s",
+                DEFAULT_LOCK_TIMEOUT.as_secs()
+            );
+            DEFAULT_LOCK_TIMEOUT
+        }
     }
 }
 
@@ -108,6 +112,12 @@ impl LockGuard {
             std::thread::sleep(backoff.min(timeout - waited));
             backoff = (backoff * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// Whether the locked file is still the one at the path (see the module docs: a
+    /// BuildKit client may unlink it even while strata holds it).
+    pub fn is_current(&self) -> Result<bool> {
+        same_inode(&self.file, &self.path)
     }
 
     /// The lock file's path.
@@ -192,7 +202,9 @@ fn read_holder(path: &Path) -> String {
     let read = File::open(path).and_then(|f| f.take(512).read_to_string(&mut note));
     match read {
         Ok(_) if !note.trim().is_empty() => note.trim().to_owned(),
-        Ok(_) => "a process that did not identify itself (buildx/buildctl do not)".to_owned(),
+        Ok(_) => "a process that did not identify itself (buildx/buildctl and shared strata \
+                   export leases do not)"
+            .to_owned(),
         Err(e) => format!("an unknown process (could not read the lock file: {e})"),
     }
 }
@@ -216,6 +228,16 @@ pub(crate) fn hostname() -> String {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn timeout_setting() {
+        assert_eq!(parse_timeout(None), DEFAULT_LOCK_TIMEOUT);
+        assert_eq!(parse_timeout(Some(" 2.5 ")), Duration::from_millis(2500));
+        assert_eq!(parse_timeout(Some("0")), Duration::ZERO);
+        for bad in ["-1", "abc", "inf", "NaN", "1e30"] {
+            assert_eq!(parse_timeout(Some(bad)), DEFAULT_LOCK_TIMEOUT, "{bad}");
+        }
+    }
 
     #[test]
     fn exclusive_excludes_and_shared_coexist() {
@@ -298,6 +320,7 @@ mod tests {
         other.join().unwrap();
         let m = std::fs::metadata(&p).expect("lock file at the path");
         assert_eq!(g.file_id(), (m.dev(), m.ino()));
+        assert!(g.is_current().unwrap());
         // And it really excludes a new opener of the path.
         let f = File::open(&p).unwrap();
         assert!(matches!(f.try_lock(), Err(TryLockError::WouldBlock)));
