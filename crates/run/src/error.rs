@@ -1,0 +1,104 @@
+//! The error type of RUN execution.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a RUN step could not be executed.
+///
+/// A command that runs and exits non-zero is *not* an error: it is reported
+/// through [`crate::RunOutcome::exit_code`], so the caller can format
+/// BuildKit's "did not complete successfully: exit code: N".
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No OCI runtime binary was found.
+    #[error(
+        "runc not found (looked in PATH, /usr/sbin, /usr/bin, /sbin): \
+         install the Debian package `runc` or pass --oci-runtime PATH"
+    )]
+    RuntimeNotFound,
+
+    /// The runtime path given by the user does not exist or is not executable.
+    #[error("OCI runtime {path:?} is not an executable file: pass the path of a runc binary")]
+    RuntimeNotExecutable {
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// Not running as root; rootless execution is not implemented.
+    #[error(
+        "RUN steps need root (running as uid {euid}): mounting the overlay root filesystem and \
+         creating a runc container without a user namespace require CAP_SYS_ADMIN; run strata \
+         as root (e.g. with sudo). Rootless mode (user namespace + fuse-overlayfs or \
+         unprivileged overlayfs) is not implemented yet"
+    )]
+    NotRoot {
+        /// The effective uid strata runs with.
+        euid: u32,
+    },
+
+    /// The `USER` could not be resolved against the image's /etc/passwd or /etc/group.
+    #[error("unable to find {kind} {name:?} in the image's /etc/{file}: {hint}")]
+    UnknownUser {
+        /// "user" or "group".
+        kind: &'static str,
+        /// The name that was looked up.
+        name: String,
+        /// "passwd" or "group".
+        file: &'static str,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+
+    /// The run specification is not valid (bad path, bad mount target, …).
+    #[error("invalid RUN specification: {0}")]
+    InvalidSpec(String),
+
+    /// Mounting the overlay root filesystem failed.
+    #[error(
+        "mounting the overlay root filesystem at {merged:?} failed: {source} \
+         (upper and work dirs must be empty directories on the same non-overlay filesystem, \
+         and the kernel needs overlayfs: `modprobe overlay`)"
+    )]
+    OverlayMount {
+        /// The mount point.
+        merged: PathBuf,
+        /// The errno from mount(2).
+        #[source]
+        source: nix::Error,
+    },
+
+    /// runc itself failed (as opposed to the command it ran).
+    #[error("runc failed to run container {id}: {message}")]
+    Runtime {
+        /// The container id.
+        id: String,
+        /// runc's error messages, from its log.
+        message: String,
+    },
+
+    /// The run was cancelled through [`crate::RuncExecutor::cancel_all`].
+    #[error("RUN step cancelled (container {id} was killed)")]
+    Cancelled {
+        /// The container id.
+        id: String,
+    },
+
+    /// A filesystem or process operation failed.
+    #[error("{what} {path:?}: {source}")]
+    Io {
+        /// What was being done, e.g. "creating directory".
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RunError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        RunError::Io { what, path: path.into(), source }
+    }
+}
