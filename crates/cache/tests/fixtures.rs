@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use strata_cache::{
-    CacheConfig, CacheManifest, Compression, ManifestForm, compression_of, layer_chain,
-    sort_config, validate,
+    CacheConfig, CacheConfigBuilder, CacheManifest, Compression, ManifestForm, compression_of,
+    layer_chain, sort_config, validate,
 };
 use strata_oci::Digest;
 
@@ -199,5 +199,96 @@ fn fixture_compressions() {
         } else {
             assert_eq!(zstd, 0, "{}: {kinds:?}", l.case);
         }
+    }
+}
+
+/// Reorders layers and records by a fixed non-trivial permutation (reversal plus a
+/// rotation), rewriting every index so the graph means the same.
+fn shuffle(c: &CacheConfig) -> CacheConfig {
+    fn perm(n: usize) -> Vec<usize> {
+        // new position -> old index
+        let mut p: Vec<usize> = (0..n).rev().collect();
+        if n > 2 {
+            p.rotate_left(n / 2);
+        }
+        p
+    }
+    fn inv(p: &[usize]) -> Vec<usize> {
+        let mut v = vec![0; p.len()];
+        for (new, &old) in p.iter().enumerate() {
+            v[old] = new;
+        }
+        v
+    }
+    let (lp, rp) = (perm(c.layers.len()), perm(c.records.len()));
+    let (ln, rn) = (inv(&lp), inv(&rp));
+    let layers = lp
+        .iter()
+        .map(|&old| {
+            let mut l = c.layers[old].clone();
+            if l.parent >= 0 {
+                l.parent = ln[l.parent as usize] as i64;
+            }
+            l
+        })
+        .collect();
+    let records = rp
+        .iter()
+        .map(|&old| {
+            let mut r = c.records[old].clone();
+            r.results.iter_mut().for_each(|x| x.layer = ln[x.layer]);
+            for g in &mut r.inputs {
+                g.iter_mut().for_each(|i| i.link = rn[i.link]);
+                g.reverse();
+            }
+            r
+        })
+        .collect();
+    CacheConfig { layers, records }
+}
+
+#[test]
+fn sort_config_recovers_each_fixture_from_a_shuffle() {
+    for l in load_all() {
+        let mut shuffled = shuffle(&l.config);
+        assert_ne!(shuffled, l.config, "{}: shuffle was a no-op", l.case);
+        sort_config(&mut shuffled).unwrap();
+        // No fixture has two layers with the same blob or two records with equal sort
+        // keys, so the canonical order is unique and must come back exactly.
+        assert_eq!(shuffled, l.config, "{}", l.case);
+        assert_eq!(shuffled.to_json(), l.config.to_json());
+    }
+}
+
+#[test]
+fn builder_reconstructs_each_fixture_config_and_manifest() {
+    for l in load_all() {
+        let descs: BTreeMap<&Digest, &strata_oci::Descriptor> =
+            l.manifest.layers.iter().map(|d| (&d.digest, d)).collect();
+        let mut b = CacheConfigBuilder::new();
+        let ids: Vec<_> = l.config.records.iter().map(|r| b.add_record(r.digest.clone())).collect();
+        for (ri, r) in l.config.records.iter().enumerate() {
+            for (k, group) in r.inputs.iter().enumerate() {
+                for inp in group {
+                    b.add_input(ids[ri], k, ids[inp.link], inp.selector.clone()).unwrap();
+                }
+            }
+            for res in &r.results {
+                let chain = layer_chain(&l.config, res.layer)
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| (*descs[&l.config.layers[i].blob]).clone())
+                    .collect();
+                b.add_result(ids[ri], chain, res.created_at).unwrap();
+            }
+        }
+        let built = b.build().unwrap();
+        assert_eq!(built.config.to_json(), l.config.to_json(), "{}: config", l.case);
+        let rebuilt = CacheManifest {
+            form: l.manifest.form,
+            layers: built.layers,
+            config: CacheConfig::descriptor_for(&built.config.to_json()),
+        };
+        assert_eq!(rebuilt, l.manifest, "{}: manifest", l.case);
     }
 }
