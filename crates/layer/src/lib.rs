@@ -17,3 +17,7 @@ pub use compression::{
 };
 pub mod writer;
 pub use writer::{EntryMeta, LayerWriter, WriteError};
+pub mod apply;
+pub use apply::{ApplyError, ApplyOptions, ApplyStats, Policy, apply_layer};
+pub mod diff;
+pub use diff::{DiffError, WriteDirOptions, diff_overlay_upper, diff_trees, write_dir};
