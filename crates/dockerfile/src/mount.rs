@@ -111,16 +111,14 @@ pub(crate) fn csv_fields(s: &str) -> Result<Vec<String>, String> {
 pub(crate) fn check_unexpanded(raw: &str) -> Result<(), String> {
     let fields = csv_fields(raw).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
     for f in fields {
-        if let Some((k, v)) = f.split_once('=') {
-            if k.eq_ignore_ascii_case("from") {
-                if let Some(i) = v.find('$') {
-                    if i != v.len() - 1 {
-                        return Err(format!(
-                            "'{k}' doesn't support variable expansion, define alias stage instead"
-                        ));
-                    }
-                }
-            }
+        if let Some((k, v)) = f.split_once('=')
+            && k.eq_ignore_ascii_case("from")
+            && let Some(i) = v.find('$')
+            && i != v.len() - 1
+        {
+            return Err(format!(
+                "'{k}' doesn't support variable expansion, define alias stage instead"
+            ));
         }
     }
     Ok(())
@@ -161,7 +159,7 @@ fn ram_in_bytes(v: &str) -> Option<u64> {
         _ => return None,
     };
     let r = num * mult;
-    (r.is_finite() && r >= 0.0 && r < 1.8e19).then_some(r as u64)
+    (r.is_finite() && (0.0..1.8e19).contains(&r)).then_some(r as u64)
 }
 
 impl Mount {

@@ -178,10 +178,10 @@ impl Parser {
     fn trim_continuation<'a>(&self, line: &'a str) -> (&'a str, bool) {
         let esc = self.directives.escape;
         let t = line.trim_end_matches([' ', '\t']);
-        if let Some(before) = t.strip_suffix(esc) {
-            if before.is_empty() || !before.ends_with(esc) {
-                return (before, false);
-            }
+        if let Some(before) = t.strip_suffix(esc)
+            && (before.is_empty() || !before.ends_with(esc))
+        {
+            return (before, false);
         }
         (line, true)
     }
@@ -531,19 +531,19 @@ impl Parser {
                     crate::mount::check_unexpanded(m).map_err(|e| (e, Some(m.clone())))?;
                 }
                 let network = f.string("network");
-                if let Some(n) = &network {
-                    if !matches!(n.as_str(), "default" | "none" | "host") {
-                        return Err((format!("invalid network mode {n:?}"), Some(n.clone())));
-                    }
+                if let Some(n) = &network
+                    && !matches!(n.as_str(), "default" | "none" | "host")
+                {
+                    return Err((format!("invalid network mode {n:?}"), Some(n.clone())));
                 }
                 let security = f.string("security");
-                if let Some(s) = &security {
-                    if !matches!(s.as_str(), "insecure" | "sandbox") {
-                        return Err((
-                            format!("security {s:?} is not valid; allowed: insecure, sandbox"),
-                            Some(s.clone()),
-                        ));
-                    }
+                if let Some(s) = &security
+                    && !matches!(s.as_str(), "insecure" | "sandbox")
+                {
+                    return Err((
+                        format!("security {s:?} is not valid; allowed: insecure, sandbox"),
+                        Some(s.clone()),
+                    ));
                 }
                 InstructionKind::Run(Run {
                     command: maybe_json(&rest)?,
@@ -790,8 +790,8 @@ fn parse_name_val(rest: &str, key: &str, esc: char) -> std::result::Result<Vec<K
 }
 
 enum Json {
-    NotJson,
-    NotStrings,
+    Text,
+    NonStrings,
     Array(Vec<String>),
 }
 
@@ -800,16 +800,16 @@ enum Json {
 fn parse_json(rest: &str) -> Json {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
-        return Json::NotJson;
+        return Json::Text;
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
-        Err(_) => Json::NotJson,
+        Err(_) => Json::Text,
         Ok(values) => {
             let mut out = Vec::with_capacity(values.len());
             for v in values {
                 match v {
                     serde_json::Value::String(s) => out.push(s),
-                    _ => return Json::NotStrings,
+                    _ => return Json::NonStrings,
                 }
             }
             Json::Array(out)
@@ -823,16 +823,16 @@ const NOT_STRING_ARRAY: &str =
 fn maybe_json(rest: &str) -> std::result::Result<CommandLine, KindErr> {
     match parse_json(rest) {
         Json::Array(v) => Ok(CommandLine::Exec(v)),
-        Json::NotStrings => Err((NOT_STRING_ARRAY.into(), None)),
-        Json::NotJson => Ok(CommandLine::Shell(rest.to_string())),
+        Json::NonStrings => Err((NOT_STRING_ARRAY.into(), None)),
+        Json::Text => Ok(CommandLine::Shell(rest.to_string())),
     }
 }
 
 fn maybe_json_list(rest: &str) -> std::result::Result<Vec<String>, KindErr> {
     match parse_json(rest) {
         Json::Array(v) => Ok(v),
-        Json::NotStrings => Err((NOT_STRING_ARRAY.into(), None)),
-        Json::NotJson => Ok(ws_split(rest)),
+        Json::NonStrings => Err((NOT_STRING_ARRAY.into(), None)),
+        Json::Text => Ok(ws_split(rest)),
     }
 }
 

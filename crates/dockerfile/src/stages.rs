@@ -228,19 +228,17 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<BuildPlan> {
                 _ => {}
             }
             for (r, allow_index) in refs {
-                if allow_index {
-                    if let Ok(idx) = r.parse::<i64>() {
-                        if idx < 0 || idx as usize >= n {
-                            return Err(Error::Syntax {
-                                file: df.file.clone(),
-                                line: ins.line,
-                                message: format!("invalid stage index {idx}"),
-                                text: excerpt(&ins.original),
-                            });
-                        }
-                        deps.insert(idx as usize);
-                        continue;
+                if allow_index && let Ok(idx) = r.parse::<i64>() {
+                    if idx < 0 || idx as usize >= n {
+                        return Err(Error::Syntax {
+                            file: df.file.clone(),
+                            line: ins.line,
+                            message: format!("invalid stage index {idx}"),
+                            text: excerpt(&ins.original),
+                        });
                     }
+                    deps.insert(idx as usize);
+                    continue;
                 }
                 match df
                     .stages
