@@ -23,6 +23,7 @@ mod error;
 mod gotime;
 mod limits;
 mod manifest;
+pub mod options;
 mod sort;
 mod validate;
 
