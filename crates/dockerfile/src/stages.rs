@@ -141,6 +141,12 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<BuildPlan> {
     let globals = global_scope(df, opts)?;
     let lex = Lexer::new(df.directives.escape);
     let n = df.stages.len();
+    if n == 0 {
+        // Only reachable with a hand-built Dockerfile value; parse() already rejects it.
+        return Err(Error::NoFrom {
+            file: df.file.clone(),
+        });
+    }
 
     // FROM <name> only sees stages defined before it (BuildKit registers them in order).
     let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
