@@ -161,10 +161,25 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
-/// A piece of the command's output (stdout and stderr merged).
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// The command's stdout.
+    Stdout,
+    /// The command's stderr (also runc's own error messages).
+    Stderr,
+}
+
+/// A piece of the command's output.
+///
+/// Chunks of one stream arrive in order. Between stdout and stderr the order
+/// is only approximate: `runc run` copies each through its own pipe (BuildKit
+/// has the same limitation), so a display should buffer lines per stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputChunk {
-    /// Raw bytes, in the order the container wrote them.
+    /// The stream.
+    pub stream: Stream,
+    /// Raw bytes.
     pub bytes: Vec<u8>,
 }
 
@@ -177,32 +192,36 @@ pub struct RunOutcome {
     pub tail: Vec<String>,
 }
 
-/// Keeps the last lines of a byte stream, for "the last 20 lines" in errors.
+/// Keeps the last lines of a command's output, for "the last 20 lines" in
+/// errors. Lines are assembled per stream, so a stderr chunk never splits a
+/// stdout line.
 #[derive(Debug, Clone)]
 pub struct OutputTail {
     max: usize,
     lines: VecDeque<String>,
-    partial: Vec<u8>,
+    /// Unterminated last line of stdout and of stderr.
+    partial: [Vec<u8>; 2],
 }
 
 impl OutputTail {
     /// A tail keeping at most `max` lines.
     pub fn new(max: usize) -> Self {
-        OutputTail { max, lines: VecDeque::new(), partial: Vec::new() }
+        OutputTail { max, lines: VecDeque::new(), partial: [Vec::new(), Vec::new()] }
     }
 
-    /// Appends output bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Appends output bytes of `stream`.
+    pub fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        let i = stream as usize;
         for piece in bytes.split_inclusive(|b| *b == b'\n') {
             if let Some(line) = piece.strip_suffix(b"\n") {
-                self.partial.extend_from_slice(line);
-                let line = std::mem::take(&mut self.partial);
+                self.partial[i].extend_from_slice(line);
+                let line = std::mem::take(&mut self.partial[i]);
                 self.push_line(line);
             } else {
-                self.partial.extend_from_slice(piece);
+                self.partial[i].extend_from_slice(piece);
                 // A runaway line without newlines must not grow without bound.
-                if self.partial.len() > 64 * 1024 {
-                    let line = std::mem::take(&mut self.partial);
+                if self.partial[i].len() > 64 * 1024 {
+                    let line = std::mem::take(&mut self.partial[i]);
                     self.push_line(line);
                 }
             }
@@ -222,12 +241,11 @@ impl OutputTail {
     /// The kept lines, oldest first, including an unterminated last line.
     pub fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self.lines.iter().cloned().collect();
-        if !self.partial.is_empty() {
-            out.push(String::from_utf8_lossy(&self.partial).into_owned());
-            if out.len() > self.max {
-                out.remove(0);
-            }
+        for partial in self.partial.iter().filter(|p| !p.is_empty()) {
+            out.push(String::from_utf8_lossy(partial).into_owned());
         }
+        let excess = out.len().saturating_sub(self.max);
+        out.drain(..excess);
         out
     }
 }
@@ -239,11 +257,13 @@ mod tests {
     #[test]
     fn tail_keeps_last_lines() {
         let mut t = OutputTail::new(3);
-        t.push(b"a\nb\r\nc");
-        t.push(b"c\nd\ne");
-        assert_eq!(t.lines(), vec!["cc", "d", "e"]);
-        t.push(b"\n");
-        assert_eq!(t.lines(), vec!["cc", "d", "e"]);
+        t.push(Stream::Stdout, b"a\nb\r\nc");
+        t.push(Stream::Stderr, b"err ");
+        t.push(Stream::Stdout, b"c\nd\ne");
+        t.push(Stream::Stderr, b"line\n");
+        assert_eq!(t.lines(), vec!["d", "err line", "e"]);
+        t.push(Stream::Stdout, b"\n");
+        assert_eq!(t.lines(), vec!["d", "err line", "e"]);
     }
 
     #[test]

@@ -6,10 +6,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 
-use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Mount as OciMount;
 
@@ -18,7 +17,7 @@ use crate::spec::{self, ConfigInput};
 use crate::stubs::MountStubs;
 use crate::{
     DEFAULT_HOSTNAME, Executor, Mount, OutputChunk, OutputTail, RunError, RunOutcome, RunSpec,
-    TAIL_LINES, resolve_user,
+    Stream, TAIL_LINES, resolve_user,
 };
 
 /// Where [`RuncExecutor::new`] keeps runc state and per-run bundles. On tmpfs,
@@ -214,24 +213,30 @@ impl Executor for RuncExecutor {
 
         let (status, tail) = guard.run_container(out)?;
         let exit_code = exit_code(status);
-        if lock(&self.running).get(&id).copied().unwrap_or(false) {
-            return Err(RunError::Cancelled { id });
-        }
-        if exit_code != 0 && !run_dir.join("pid").exists() {
-            // The container never started, so this is runc's failure, not the command's.
-            return Err(RunError::Runtime {
-                id,
-                message: runc_log_errors(&run_dir.join("runc.log"))
-                    .unwrap_or_else(|| tail.lines().join("\n")),
-            });
-        }
+        // Read before the guard removes the run dir and the registration.
+        let cancelled = lock(&self.running).get(&id).copied().unwrap_or(false);
+        let started = run_dir.join("pid").exists();
+        let runc_errors = runc_log_errors(&run_dir.join("runc.log"));
 
+        // Clean the upper dir on every path, so even a failed step leaves
+        // only what the command wrote.
         stubs.remove_stubs().map_err(|e| RunError::io("removing mount points from", &merged, e))?;
         guard.unmount()?;
         stubs.prune_upper(&spec.upper).map_err(|e| {
             RunError::io("cleaning copied-up mount point parents in", &spec.upper, e)
         })?;
         drop(guard);
+
+        if cancelled {
+            return Err(RunError::Cancelled { id });
+        }
+        if exit_code != 0 && !started {
+            // The container never started, so this is runc's failure, not the command's.
+            return Err(RunError::Runtime {
+                id,
+                message: runc_errors.unwrap_or_else(|| tail.lines().join("\n")),
+            });
+        }
         Ok(RunOutcome { exit_code, tail: tail.lines() })
     }
 }
@@ -247,16 +252,11 @@ struct RunGuard<'a> {
 }
 
 impl RunGuard<'_> {
-    /// Starts `runc run`, streams its merged output, and waits for it.
+    /// Starts `runc run`, streams its output, and waits for it.
     fn run_container(
         &mut self,
         out: &mut dyn FnMut(OutputChunk),
     ) -> Result<(ExitStatus, OutputTail), RunError> {
-        let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| RunError::io("creating output pipe for", &self.run_dir, e.into()))?;
-        let write_end2 = write_end
-            .try_clone()
-            .map_err(|e| RunError::io("creating output pipe for", &self.run_dir, e))?;
         let mut cmd = Command::new(&self.exec.runtime);
         cmd.arg("--root")
             .arg(&self.exec.state_root)
@@ -271,32 +271,57 @@ impl RunGuard<'_> {
             .arg(self.run_dir.join("pid"))
             .arg(&self.id)
             .stdin(Stdio::null())
-            // One pipe for both: the order of stdout and stderr is kept.
-            .stdout(Stdio::from(write_end))
-            .stderr(Stdio::from(write_end2));
+            // `runc run` (not detached) copies the container's stdout and
+            // stderr through pipes of its own anyway, so one shared pipe here
+            // would not keep their relative order; separate pipes at least
+            // tell the caller which stream a chunk came from.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         lock(&self.exec.running).insert(self.id.clone(), false);
-        let child = cmd.spawn().map_err(|e| RunError::io("starting", &self.exec.runtime, e))?;
+        let mut child = cmd.spawn().map_err(|e| RunError::io("starting", &self.exec.runtime, e))?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
         self.child = Some(child);
-        // The Command still owns our copies of the write end; without dropping
-        // it the read below would never see EOF.
-        drop(cmd);
 
         let mut tail = OutputTail::new(TAIL_LINES);
-        let mut reader = File::from(read_end);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                // EOF: runc and every process of the container (killed with
-                // the PID namespace's init) have closed the pipe.
-                Ok(0) => break,
-                Ok(n) => {
-                    tail.push(&buf[..n]);
-                    out(OutputChunk { bytes: buf[..n].to_vec() });
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RunError::io("reading output of container", &self.id, e)),
+        let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+        std::thread::scope(|scope| {
+            for (stream, pipe) in [
+                (Stream::Stdout, stdout.map(|p| Box::new(p) as Box<dyn Read + Send>)),
+                (Stream::Stderr, stderr.map(|p| Box::new(p) as Box<dyn Read + Send>)),
+            ] {
+                let (Some(mut pipe), tx) = (pipe, tx.clone()) else {
+                    continue;
+                };
+                let id = &self.id;
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match pipe.read(&mut buf) {
+                            // EOF: runc and every process of the container
+                            // (killed with the PID namespace's init) are gone.
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if tx.send((stream, buf[..n].to_vec())).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                tracing::warn!(%id, "reading container output: {e}");
+                                break;
+                            }
+                        }
+                    }
+                });
             }
-        }
+            drop(tx);
+            // The callback runs on the caller's thread: it need not be Send.
+            for (stream, bytes) in rx {
+                tail.push(stream, &bytes);
+                out(OutputChunk { stream, bytes });
+            }
+        });
         let status = match self.child.as_mut() {
             Some(child) => {
                 child.wait().map_err(|e| RunError::io("waiting for", &self.exec.runtime, e))?
