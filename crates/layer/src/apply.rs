@@ -257,7 +257,12 @@ impl Applier<'_> {
         Ok(false)
     }
 
-    fn whiteout(&mut self, entry: &str, parent: &[OsString], name: &[u8]) -> Result<Step, ApplyError> {
+    fn whiteout(
+        &mut self,
+        entry: &str,
+        parent: &[OsString],
+        name: &[u8],
+    ) -> Result<Step, ApplyError> {
         if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
             return self.refuse(entry, "whiteout names no file".into());
         }
@@ -374,17 +379,25 @@ impl Applier<'_> {
                 let Ok(key) = rec.key() else { continue };
                 if let Some(x) = key.strip_prefix(PAX_XATTR_PREFIX) {
                     xattrs.push((x.to_owned(), rec.value_bytes().to_vec()));
-                } else if key == "mtime" {
-                    if let Some(s) = rec.value().ok().and_then(|v| v.split('.').next()?.parse().ok()) {
-                        mtime = s;
-                    }
+                } else if key == "mtime"
+                    && let Some(s) =
+                        rec.value().ok().and_then(|v| v.split('.').next()?.parse().ok())
+                {
+                    mtime = s;
                 }
             }
         }
         let dir = match self.walk_dirs(&entry, parent, true)? {
             Ok(Some(d)) => d,
             // Cannot happen with `create`, but a typed error beats a panic.
-            Ok(None) => return Err(self.io(&entry, "mkdir", &self.target.join(rel_key_path(parent)), io::ErrorKind::NotFound.into())),
+            Ok(None) => {
+                return Err(self.io(
+                    &entry,
+                    "mkdir",
+                    &self.target.join(rel_key_path(parent)),
+                    io::ErrorKind::NotFound.into(),
+                ));
+            }
             Err(reason) => return self.refuse(&entry, reason),
         };
         let path = dir.join(base);
@@ -409,9 +422,7 @@ impl Applier<'_> {
                 self.dirs.push((path, entry.clone(), mode, mtime));
                 self.stats.dirs += 1;
             }
-            tar::EntryType::Regular
-            | tar::EntryType::Continuous
-            | tar::EntryType::GNUSparse => {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 self.clear(&entry, &path, false)?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)
@@ -442,7 +453,9 @@ impl Applier<'_> {
                 let tcomps = match clean(&target) {
                     Ok(c) if !c.is_empty() => c,
                     Ok(_) => return self.refuse(&entry, "hardlink to the layer root".into()),
-                    Err(reason) => return self.refuse(&entry, format!("hardlink target: {reason}")),
+                    Err(reason) => {
+                        return self.refuse(&entry, format!("hardlink target: {reason}"));
+                    }
                 };
                 let (tbase, tparent) = tcomps.split_last().expect("non-empty");
                 let tdir = match self.walk_dirs(&entry, tparent, false)? {
@@ -450,7 +463,9 @@ impl Applier<'_> {
                     Ok(None) => {
                         return self.refuse(&entry, "hardlink target does not exist".into());
                     }
-                    Err(reason) => return self.refuse(&entry, format!("hardlink target: {reason}")),
+                    Err(reason) => {
+                        return self.refuse(&entry, format!("hardlink target: {reason}"));
+                    }
                 };
                 let src = tdir.join(tbase);
                 match fs::symlink_metadata(&src) {

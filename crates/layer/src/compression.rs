@@ -290,10 +290,8 @@ impl<W: Write> LayerEncoder<W> {
             }
             Inner::Estargz(es) => {
                 let done = es.finish().map_err(|e| into_estargz(e, compression))?;
-                annotations.insert(
-                    media::ANNOTATION_STARGZ_TOC.to_owned(),
-                    done.toc_digest.to_string(),
-                );
+                annotations
+                    .insert(media::ANNOTATION_STARGZ_TOC.to_owned(), done.toc_digest.to_string());
                 annotations.insert(
                     media::ANNOTATION_ESTARGZ_SIZE.to_owned(),
                     done.uncompressed_size.to_string(),
@@ -469,16 +467,21 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("0..=9"));
         let e = CompressionOptions::new(Compression::Zstd).with_level(23).effective_level();
         assert!(e.unwrap_err().to_string().contains("0..=22"));
-        assert_eq!(
-            CompressionOptions::new(Compression::Zstd).effective_level().unwrap(),
-            Some(3)
+        assert_eq!(CompressionOptions::new(Compression::Zstd).effective_level().unwrap(), Some(3));
+        assert!(
+            LayerEncoder::new(
+                Vec::new(),
+                &CompressionOptions::new(Compression::Estargz).with_level(-1)
+            )
+            .is_err()
         );
-        assert!(LayerEncoder::new(Vec::new(), &CompressionOptions::new(Compression::Estargz).with_level(-1)).is_err());
     }
 
     #[test]
     fn names_parse() {
-        for c in [Compression::Uncompressed, Compression::Gzip, Compression::Zstd, Compression::Estargz] {
+        for c in
+            [Compression::Uncompressed, Compression::Gzip, Compression::Zstd, Compression::Estargz]
+        {
             assert_eq!(c.as_str().parse::<Compression>().unwrap(), c);
         }
         assert!("lz4".parse::<Compression>().is_err());

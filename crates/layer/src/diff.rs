@@ -85,7 +85,9 @@ fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, DiffError> {
             }
             Ok(None) => {}
             // trusted.* is unreadable without CAP_SYS_ADMIN: not ours to copy then.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::ENODATA)) => {}
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::ENODATA)) => {
+            }
             Err(e) => return Err(io_err("read xattr of", path)(e)),
         }
     }
@@ -95,11 +97,11 @@ fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, DiffError> {
 fn entry_meta(path: &Path, md: &Metadata, opts: &WriteDirOptions) -> Result<EntryMeta, DiffError> {
     let mut mtime = md.mtime();
     let mut nanos = md.mtime_nsec() as u32;
-    if let Some(c) = opts.clamp_mtime {
-        if mtime > c || (mtime == c && nanos > 0) {
-            mtime = c;
-            nanos = 0;
-        }
+    if let Some(c) = opts.clamp_mtime
+        && (mtime > c || (mtime == c && nanos > 0))
+    {
+        mtime = c;
+        nanos = 0;
     }
     Ok(EntryMeta {
         mode: md.mode() & 0o7777,
@@ -165,11 +167,7 @@ fn emit<W: io::Write>(
 
 /// Sorted, non-following walk of `root` (root itself excluded).
 fn walk(root: &Path) -> walkdir::IntoIter {
-    walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
+    walkdir::WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name().into_iter()
 }
 
 fn walk_err(e: walkdir::Error) -> DiffError {
@@ -239,7 +237,8 @@ pub fn diff_overlay_upper<W: io::Write>(
             }
             continue;
         }
-        if md.is_dir() && xattr::get(e.path(), "trusted.overlay.redirect").ok().flatten().is_some() {
+        if md.is_dir() && xattr::get(e.path(), "trusted.overlay.redirect").ok().flatten().is_some()
+        {
             return Err(DiffError::Unsupported {
                 path: e.path().display().to_string(),
                 reason: "overlayfs redirect_dir is on (renamed directory); mount with redirect_dir=off",
@@ -289,7 +288,13 @@ fn kind_of(md: &Metadata) -> u32 {
 }
 
 /// Whether `upper` differs from `lower` in anything a layer records.
-fn changed(lower: &Path, lmd: &Metadata, upper: &Path, umd: &Metadata, opts: &WriteDirOptions) -> Result<bool, DiffError> {
+fn changed(
+    lower: &Path,
+    lmd: &Metadata,
+    upper: &Path,
+    umd: &Metadata,
+    opts: &WriteDirOptions,
+) -> Result<bool, DiffError> {
     if kind_of(lmd) != kind_of(umd)
         || lmd.mode() & 0o7777 != umd.mode() & 0o7777
         || lmd.uid() != umd.uid()
@@ -394,15 +399,20 @@ impl<W: io::Write> TreeDiff<'_, W> {
 
     fn run(&mut self) -> Result<(), DiffError> {
         self.deletions(Path::new(""))?;
-        let mut it = walk(self.upper);
-        while let Some(e) = it.next() {
+        for e in walk(self.upper) {
             let e = e.map_err(walk_err)?;
             let umd = e.metadata().map_err(walk_err)?;
             let rel = rel_of(self.upper, e.path()).to_path_buf();
             let labs = self.lower.join(&rel);
             let lmd = match fs::symlink_metadata(&labs) {
                 Ok(m) => Some(m),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                // ENOTDIR: a lower ancestor is not a directory, so nothing is there.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    None
+                }
                 Err(e) => return Err(io_err("stat", &labs)(e)),
             };
             match lmd {

@@ -52,10 +52,14 @@ pub enum EstargzError {
         typeflag: char,
     },
     /// The input already contains a TOC entry.
-    #[error("estargz: input tar already contains {TOC_TAR_NAME:?}; it cannot be re-encoded losslessly")]
+    #[error(
+        "estargz: input tar already contains {TOC_TAR_NAME:?}; it cannot be re-encoded losslessly"
+    )]
     HasToc,
     /// A PAX or GNU long-name extension larger than we accept.
-    #[error("estargz: tar extension header at offset {offset} is {size} bytes (limit {MAX_EXTENSION})")]
+    #[error(
+        "estargz: tar extension header at offset {offset} is {size} bytes (limit {MAX_EXTENSION})"
+    )]
     ExtensionTooLarge {
         /// Byte offset of the header.
         offset: u64,
@@ -132,12 +136,21 @@ struct Toc<'a> {
 enum State {
     Header,
     /// Buffering a PAX / GNU long-name payload.
-    Extension { kind: u8, remaining: u64 },
+    Extension {
+        kind: u8,
+        remaining: u64,
+    },
     /// Copying a regular file's payload.
-    Payload { remaining: u64 },
+    Payload {
+        remaining: u64,
+    },
     /// Copying data of any other entry verbatim.
-    Data { remaining: u64 },
-    Padding { remaining: u64 },
+    Data {
+        remaining: u64,
+    },
+    Padding {
+        remaining: u64,
+    },
     /// After the end-of-archive marker: everything is dropped.
     Trailer,
 }
@@ -253,7 +266,8 @@ impl<W: Write> EstargzWriter<W> {
         }
         // A real entry: gather its effective fields from pending extensions.
         let pax = std::mem::take(&mut self.pax);
-        let pax_get = |k: &str| pax.iter().rev().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| v);
+        let pax_get =
+            |k: &str| pax.iter().rev().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| v);
         let name_bytes = pax_get("path")
             .cloned()
             .or_else(|| self.long_name.take())
@@ -302,10 +316,7 @@ impl<W: Write> EstargzWriter<W> {
             b'5' => "dir",
             b'6' => "fifo",
             other => {
-                return Err(io_err(EstargzError::Unsupported {
-                    name,
-                    typeflag: other as char,
-                }));
+                return Err(io_err(EstargzError::Unsupported { name, typeflag: other as char }));
             }
         };
         let mut ent = TocEntry {
@@ -321,7 +332,9 @@ impl<W: Write> EstargzWriter<W> {
             ..TocEntry::default()
         };
         match ty {
-            "hardlink" | "symlink" => ent.link_name = String::from_utf8_lossy(&link_bytes).into_owned(),
+            "hardlink" | "symlink" => {
+                ent.link_name = String::from_utf8_lossy(&link_bytes).into_owned()
+            }
             "char" | "block" => {
                 ent.dev_major = h.device_major().ok().flatten().unwrap_or(0).into();
                 ent.dev_minor = h.device_minor().ok().flatten().unwrap_or(0).into();
@@ -362,7 +375,8 @@ impl<W: Write> EstargzWriter<W> {
         let member = self.gz.end_member()?;
         let Some(reg) = self.reg.as_mut() else { return Ok(()) };
         let remain = reg.size - reg.written;
-        let (len, chunk_size) = if remain < CHUNK_SIZE { (remain, 0) } else { (CHUNK_SIZE, CHUNK_SIZE) };
+        let (len, chunk_size) =
+            if remain < CHUNK_SIZE { (remain, 0) } else { (CHUNK_SIZE, CHUNK_SIZE) };
         reg.chunk_left = len;
         reg.chunk_hash = Hasher::new();
         let idx = if reg.written == 0 {
@@ -526,11 +540,8 @@ impl<W: Write> Write for EstargzWriter<W> {
                     self.emit(&rest[..n])?;
                     self.in_offset += n as u64;
                     let left = remaining - n as u64;
-                    self.state = if left > 0 {
-                        State::Data { remaining: left }
-                    } else {
-                        self.after_data()
-                    };
+                    self.state =
+                        if left > 0 { State::Data { remaining: left } } else { self.after_data() };
                     n
                 }
                 State::Padding { remaining } => {
@@ -538,7 +549,8 @@ impl<W: Write> Write for EstargzWriter<W> {
                     self.emit(&rest[..n])?;
                     self.in_offset += n as u64;
                     let left = remaining - n as u64;
-                    self.state = if left > 0 { State::Padding { remaining: left } } else { State::Header };
+                    self.state =
+                        if left > 0 { State::Padding { remaining: left } } else { State::Header };
                     n
                 }
                 State::Trailer => {
@@ -619,12 +631,7 @@ pub(crate) fn format_modtime(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day) — Howard Hinnant's algorithm.
@@ -766,7 +773,8 @@ mod tests {
 
     #[test]
     fn indent_matches_go() {
-        let got = go_indent(br#"{"version":1,"entries":[{"name":"a,b:[","type":"dir"}],"x":{},"y":[]}"#);
+        let got =
+            go_indent(br#"{"version":1,"entries":[{"name":"a,b:[","type":"dir"}],"x":{},"y":[]}"#);
         let want = "{\n\t\"version\": 1,\n\t\"entries\": [\n\t\t{\n\t\t\t\"name\": \"a,b:[\",\n\t\t\t\"type\": \"dir\"\n\t\t}\n\t],\n\t\"x\": {},\n\t\"y\": []\n}";
         assert_eq!(String::from_utf8(got).unwrap(), want);
     }

@@ -85,9 +85,8 @@ impl<W: Write> ParallelGzip<W> {
                 let jrx = Arc::clone(&jrx);
                 let dtx = dtx.clone();
                 let mut c = new_compressor(level)?;
-                let t = std::thread::Builder::new()
-                    .name(format!("strata-gzip-{i}"))
-                    .spawn(move || {
+                let t = std::thread::Builder::new().name(format!("strata-gzip-{i}")).spawn(
+                    move || {
                         loop {
                             // Hold the lock only while receiving, never while compressing.
                             let job = match jrx.lock() {
@@ -100,7 +99,8 @@ impl<W: Write> ParallelGzip<W> {
                                 return;
                             }
                         }
-                    })?;
+                    },
+                )?;
                 threads.push(t);
             }
             (Some(Pool { jobs: Some(jtx), done: drx, threads }), None)

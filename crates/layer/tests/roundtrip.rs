@@ -10,7 +10,9 @@ use std::path::Path;
 use common::*;
 use strata_layer::compression::{Compression, CompressionOptions, LayerEncoder, open_layer_reader};
 use strata_layer::estargz::{FOOTER_SIZE, TOC_TAR_NAME, parse_footer};
-use strata_layer::{ApplyOptions, LayerWriter, WriteDirOptions, apply_layer, diff_id_of, write_dir};
+use strata_layer::{
+    ApplyOptions, LayerWriter, WriteDirOptions, apply_layer, diff_id_of, write_dir,
+};
 use strata_oci::{Digest, media};
 
 fn layer_of(root: &Path, opts: &CompressionOptions) -> (Vec<u8>, strata_layer::CompressedLayer) {
@@ -27,15 +29,24 @@ fn roundtrip_every_codec() {
     build_tree(src.path());
     let (want, want_links) = snapshot(src.path());
     assert!(!want_links.is_empty());
-    for c in [Compression::Uncompressed, Compression::Gzip, Compression::Zstd, Compression::Estargz] {
+    for c in [Compression::Uncompressed, Compression::Gzip, Compression::Zstd, Compression::Estargz]
+    {
         let (blob, layer) = layer_of(src.path(), &CompressionOptions::new(c));
         assert_eq!(layer.digest, Digest::of_bytes(&blob), "{c}");
         assert_eq!(layer.size, blob.len() as u64, "{c}");
         // The diffID is the sha256 of exactly what decompression yields.
-        assert_eq!(diff_id_of(&blob[..]).unwrap(), (layer.diff_id.clone(), layer.uncompressed_size), "{c}");
+        assert_eq!(
+            diff_id_of(&blob[..]).unwrap(),
+            (layer.diff_id.clone(), layer.uncompressed_size),
+            "{c}"
+        );
         let dst = tempfile::tempdir().unwrap();
-        let stats = apply_layer(open_layer_reader(&blob[..], None).unwrap(), dst.path(), &ApplyOptions::default())
-            .unwrap();
+        let stats = apply_layer(
+            open_layer_reader(&blob[..], None).unwrap(),
+            dst.path(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
         assert_eq!(stats.hardlinks, 1, "{c}");
         if c == Compression::Estargz {
             // The TOC is a real tar entry; a plain gzip reader extracts it too.
@@ -115,12 +126,8 @@ fn estargz_is_plain_gzip_with_toc_and_footer() {
     // Chunk entries: the member at `offset` starts with the file bytes at `chunkOffset`.
     let json: serde_json::Value = serde_json::from_slice(&toc).unwrap();
     let big = fs::read(src.path().join("usr/bin/big")).unwrap();
-    let chunks: Vec<&serde_json::Value> = json["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["name"] == "usr/bin/big")
-        .collect();
+    let chunks: Vec<&serde_json::Value> =
+        json["entries"].as_array().unwrap().iter().filter(|e| e["name"] == "usr/bin/big").collect();
     assert_eq!(chunks.len(), 3, "9 MiB in 4 MiB chunks");
     assert_eq!(chunks[0]["type"], "reg");
     assert_eq!(chunks[0]["digest"], Digest::of_bytes(&big).to_string());

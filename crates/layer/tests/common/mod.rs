@@ -8,7 +8,8 @@ use std::path::Path;
 
 use strata_oci::Digest;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/buildkit");
+pub const FIXTURES: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/buildkit");
 
 /// What a tree entry looks like, for comparisons.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +32,18 @@ pub fn snapshot(root: &Path) -> (BTreeMap<String, Node>, Vec<Vec<String>>) {
         let node = if md.is_dir() {
             Node::Dir { mode }
         } else if md.file_type().is_symlink() {
-            Node::Symlink { target: fs::read_link(e.path()).unwrap().to_string_lossy().into_owned() }
+            Node::Symlink {
+                target: fs::read_link(e.path()).unwrap().to_string_lossy().into_owned(),
+            }
         } else if md.is_file() {
             if md.nlink() > 1 {
                 inodes.entry((md.dev(), md.ino())).or_default().push(rel.clone());
             }
-            Node::File { mode, digest: Digest::of_bytes(&fs::read(e.path()).unwrap()), size: md.len() }
+            Node::File {
+                mode,
+                digest: Digest::of_bytes(&fs::read(e.path()).unwrap()),
+                size: md.len(),
+            }
         } else {
             Node::Other { mode }
         };
@@ -55,7 +62,7 @@ pub fn semi_random(n: usize, seed: u64) -> Vec<u8> {
     while out.len() < n {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let r = (x >> 33) as usize;
-        if r % 5 == 0 {
+        if r.is_multiple_of(5) {
             out.extend_from_slice(&x.to_le_bytes()[..3]);
         } else {
             out.extend_from_slice(words[r % 8]);
@@ -67,7 +74,8 @@ pub fn semi_random(n: usize, seed: u64) -> Vec<u8> {
 
 /// A tree with every kind of entry the round trip must preserve.
 pub fn build_tree(root: &Path) {
-    let set_mode = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    let set_mode =
+        |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
     fs::create_dir_all(root.join("etc/ssl")).unwrap();
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::create_dir_all(root.join("ro")).unwrap();
