@@ -433,3 +433,23 @@ fn per_step_overhead() {
     eprintln!("per-step overhead (overlay + runc run + cleanup): {per:?}");
     assert!(per < Duration::from_secs(2), "{per:?} per step");
 }
+
+#[test]
+fn default_capabilities_and_read_only_kernel_interfaces() {
+    let Some(mut w) = world() else { return };
+    let step = w.ok("grep CapEff /proc/self/status; echo $PATH; hostname; \
+         touch /sys/x 2>/dev/null || echo sys-ro; \
+         (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null || echo procsys-ro; \
+         mount -t tmpfs none /mnt 2>/dev/null || echo no-mount; \
+         cat /proc/kcore 2>/dev/null | head -c1 | wc -c");
+    assert_eq!(
+        step.output,
+        // Docker's well-known default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL
+        // SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD
+        // AUDIT_WRITE SETFCAP.
+        "CapEff:\t00000000a80425fb\n\
+         /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         buildkitsandbox\nsys-ro\nprocsys-ro\nno-mount\n0\n"
+    );
+    assert_eq!(tree(&step.upper), BTreeSet::new());
+}
