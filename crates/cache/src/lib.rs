@@ -21,11 +21,13 @@ mod chain;
 mod config;
 mod error;
 mod gotime;
+pub mod inspect;
 mod limits;
 mod manifest;
 pub mod options;
 mod sort;
 mod validate;
+pub mod verify;
 
 pub use builder::{BuiltCache, CacheConfigBuilder, EMPTY_GZ_LAYER, RecordId};
 pub use chain::{Compression, compression_of, layer_chain, record_digest};
