@@ -319,7 +319,7 @@ pub enum VersionSelector {
 }
 
 /// Compression of a layer blob, as named in the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionName {
     /// Plain tar.
