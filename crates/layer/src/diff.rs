@@ -62,7 +62,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Dif
 }
 
 /// xattrs that describe overlayfs' own bookkeeping, never the image content.
-fn is_overlay_private(name: &str) -> bool {
+pub(crate) fn is_overlay_private(name: &str) -> bool {
     name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 

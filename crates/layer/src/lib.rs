@@ -18,6 +18,6 @@ pub use compression::{
 pub mod writer;
 pub use writer::{EntryMeta, LayerWriter, WriteError};
 pub mod apply;
-pub use apply::{ApplyError, ApplyOptions, ApplyStats, Policy, apply_layer};
+pub use apply::{ApplyError, ApplyOptions, ApplyStats, Policy, apply_layer, extract_snapshot};
 pub mod diff;
 pub use diff::{DiffError, WriteDirOptions, diff_overlay_upper, diff_trees, write_dir};
