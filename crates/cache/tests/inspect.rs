@@ -375,39 +375,59 @@ fn put_blob(root: &Path, bytes: &[u8]) -> Digest {
     digest
 }
 
-#[test]
-fn config_with_out_of_range_link_is_invalid() {
-    let (_t, root) = copy_case("multistage-max");
-    let index: Value = serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+/// Rewrites the config and the manifest of an OCI-index cache (the tag's version), writes
+/// them as new blobs under their new digests and points index.json at the new manifest,
+/// as an exporter would. Returns (manifest, config) digests.
+fn rewrite_version(
+    root: &Path,
+    edit_manifest: impl FnOnce(&mut Value),
+    edit_config: impl FnOnce(&mut Value),
+) -> (Digest, Digest) {
+    let mut index: Value =
+        serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
     let mut manifest: Value =
-        serde_json::from_slice(&fs::read(blob_path(&root, &manifest_digest)).unwrap()).unwrap();
-    let entries = manifest["manifests"].as_array_mut().unwrap();
-    let cfg_entry = entries
+        serde_json::from_slice(&fs::read(blob_path(root, &manifest_digest)).unwrap()).unwrap();
+    edit_manifest(&mut manifest);
+    let cfg_entry = manifest["manifests"]
+        .as_array_mut()
+        .unwrap()
         .iter_mut()
         .find(|e| e["mediaType"] == "application/vnd.buildkit.cacheconfig.v0")
         .unwrap();
     let mut config: Value = serde_json::from_slice(
-        &fs::read(blob_path(&root, cfg_entry["digest"].as_str().unwrap())).unwrap(),
+        &fs::read(blob_path(root, cfg_entry["digest"].as_str().unwrap())).unwrap(),
     )
     .unwrap();
-    let rec = config["records"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|r| r.get("inputs").is_some())
-        .unwrap();
-    rec["inputs"][0][0]["link"] = Value::from(99);
+    edit_config(&mut config);
     let cfg_bytes = serde_json::to_vec(&config).unwrap();
-    let new_cfg = put_blob(&root, &cfg_bytes);
+    let new_cfg = put_blob(root, &cfg_bytes);
     cfg_entry["digest"] = Value::from(new_cfg.as_str());
     cfg_entry["size"] = Value::from(cfg_bytes.len());
     let m_bytes = serde_json::to_vec(&manifest).unwrap();
-    let new_manifest = put_blob(&root, &m_bytes);
-    let mut index = index;
+    let new_manifest = put_blob(root, &m_bytes);
     index["manifests"][0]["digest"] = Value::from(new_manifest.as_str());
     index["manifests"][0]["size"] = Value::from(m_bytes.len());
     fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    (new_manifest, new_cfg)
+}
+
+#[test]
+fn config_with_out_of_range_link_is_invalid() {
+    let (_t, root) = copy_case("multistage-max");
+    let (_, new_cfg) = rewrite_version(
+        &root,
+        |_| {},
+        |config| {
+            let rec = config["records"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|r| r.get("inputs").is_some())
+                .unwrap();
+            rec["inputs"][0][0]["link"] = Value::from(99);
+        },
+    );
 
     let r = verify_untouched(&root, false);
     assert!(!r.ok());
@@ -512,4 +532,39 @@ fn oversized_manifest_is_reported_not_read() {
     let err = inspect_version(&layout, &VersionSelector::Digest(digest)).unwrap_err();
     assert!(matches!(err, InspectError::Store(StoreError::BlobTooLarge { .. })), "{err}");
     assert!(err.to_string().contains(&"ab".repeat(32)), "{err}");
+}
+
+#[test]
+fn import_limit_and_estargz_annotations() {
+    let (_t, root) = copy_case("scratch-copy-min");
+    let (manifest, config) = rewrite_version(
+        &root,
+        |m| {
+            // Make the first layer look like eStargz: the TOC annotation and its size.
+            let ann = m["manifests"][0]["annotations"].as_object_mut().unwrap();
+            ann.insert("containerd.io/snapshot/stargz/toc.digest".into(), BASE_LAYER.into());
+            ann.insert("io.containers.estargz.uncompressed-size".into(), "10240".into());
+            // An unknown layer media type for the second.
+            m["manifests"][1]["mediaType"] = "application/x-unknown".into();
+        },
+        // Unknown fields are ignored by BuildKit and strata; this pushes the config over
+        // BuildKit's 1 MiB import limit.
+        |c| c["padding"] = Value::from("x".repeat(1 << 20)),
+    );
+    let layout = Layout::open(&root).unwrap();
+    let v = inspect_version(&layout, &VersionSelector::Tag("latest".into())).unwrap();
+    assert_eq!(v.digest, manifest);
+    assert!(
+        v.warnings.iter().any(|w| w.contains(config.as_str()) && w.contains("import limit")),
+        "{:?}",
+        v.warnings
+    );
+    assert!(v.warnings.iter().any(|w| w.contains("application/x-unknown")), "{:?}", v.warnings);
+    let gz = v.layers.iter().find(|l| l.compression == Some(CompressionName::Estargz)).unwrap();
+    assert_eq!(gz.uncompressed_size, Some(10240));
+    assert!(v.layers.iter().any(|l| l.compression.is_none()));
+
+    let r = verify_untouched(&root, false);
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert!(r.notes.iter().any(|n| n.contains("import limit")), "{:?}", r.notes);
 }
