@@ -20,6 +20,7 @@ mod builder;
 mod chain;
 mod config;
 mod error;
+pub mod gc;
 mod gotime;
 pub mod inspect;
 mod limits;
