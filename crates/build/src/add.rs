@@ -56,13 +56,23 @@ pub(crate) fn plan_add(
     }
     let tmp = state.temp_dir("add-")?;
     let root = tmp.path().join("x");
-    std::fs::create_dir(&root).map_err(|source| BuildError::Io { op: "create", path: root.clone(), source })?;
+    std::fs::create_dir(&root).map_err(|source| BuildError::Io {
+        op: "create",
+        path: root.clone(),
+        source,
+    })?;
     for a in &archives {
-        let f = std::fs::File::open(a).map_err(|source| BuildError::Io { op: "open", path: a.clone(), source })?;
+        let f = std::fs::File::open(a).map_err(|source| BuildError::Io {
+            op: "open",
+            path: a.clone(),
+            source,
+        })?;
         let r = strata_layer::open_layer_reader(std::io::BufReader::new(f), None)?;
-        strata_layer::apply_layer(r, &root, &ApplyOptions::default()).map_err(|e| BuildError::Source {
-            instruction: what.to_owned(),
-            message: format!("extracting {}: {e}", a.display()),
+        strata_layer::apply_layer(r, &root, &ApplyOptions::default()).map_err(|e| {
+            BuildError::Source {
+                instruction: what.to_owned(),
+                message: format!("extracting {}: {e}", a.display()),
+            }
         })?;
     }
     let mut planned = if plain.sources.is_empty() && plain.inline.is_empty() {
@@ -84,8 +94,12 @@ pub(crate) fn plan_add(
     for (i, p) in planned.iter().enumerate() {
         seen.insert(p.dest.clone(), i);
     }
-    let mut out: Vec<Planned> =
-        planned.into_iter().enumerate().filter(|(i, p)| seen.get(&p.dest) == Some(i)).map(|(_, p)| p).collect();
+    let mut out: Vec<Planned> = planned
+        .into_iter()
+        .enumerate()
+        .filter(|(i, p)| seen.get(&p.dest) == Some(i))
+        .map(|(_, p)| p)
+        .collect();
     out.sort_by(|a, b| a.dest.split('/').cmp(b.dest.split('/')));
     Ok((out, Some(tmp)))
 }

@@ -81,41 +81,70 @@ pub(crate) fn load_oci_layout(
     };
     // Follow indexes down to a manifest for this platform.
     for _ in 0..4 {
-        let bytes = layout.read_blob_limited(&desc.digest, JSON_LIMIT).map_err(|e| base_err(dir, e))?;
+        let bytes =
+            layout.read_blob_limited(&desc.digest, JSON_LIMIT).map_err(|e| base_err(dir, e))?;
         if Digest::of_bytes(&bytes) != desc.digest {
             return Err(base_err(dir, format!("blob {} does not match its digest", desc.digest)));
         }
-        let m: AnyManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| base_err(dir, format!("manifest {} is not valid JSON: {e}", desc.digest)))?;
+        let m: AnyManifest = serde_json::from_slice(&bytes).map_err(|e| {
+            base_err(dir, format!("manifest {} is not valid JSON: {e}", desc.digest))
+        })?;
         if let Some(list) = m.manifests {
             let pick = list.iter().find(|d| {
-                d.platform.as_ref().is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
             });
-            desc = pick
-                .or_else(|| (list.len() == 1).then(|| &list[0]))
-                .cloned()
-                .ok_or_else(|| base_err(dir, format!("image index {} has no manifest for {platform}", desc.digest)))?;
+            desc =
+                pick.or_else(|| (list.len() == 1).then(|| &list[0])).cloned().ok_or_else(|| {
+                    base_err(
+                        dir,
+                        format!("image index {} has no manifest for {platform}", desc.digest),
+                    )
+                })?;
             continue;
         }
         let (Some(config), Some(layers)) = (m.config, m.layers) else {
             return Err(base_err(
                 dir,
-                format!("{} ({}) is neither an image manifest nor an index", desc.digest, m.media_type.unwrap_or_default()),
+                format!(
+                    "{} ({}) is neither an image manifest nor an index",
+                    desc.digest,
+                    m.media_type.unwrap_or_default()
+                ),
             ));
         };
-        let cfg_bytes = layout.read_blob_limited(&config.digest, JSON_LIMIT).map_err(|e| base_err(dir, e))?;
+        let cfg_bytes =
+            layout.read_blob_limited(&config.digest, JSON_LIMIT).map_err(|e| base_err(dir, e))?;
         if Digest::of_bytes(&cfg_bytes) != config.digest {
-            return Err(base_err(dir, format!("config {} does not match its digest", config.digest)));
+            return Err(base_err(
+                dir,
+                format!("config {} does not match its digest", config.digest),
+            ));
         }
-        let cfg: ImageConfig = serde_json::from_slice(&cfg_bytes)
-            .map_err(|e| base_err(dir, format!("image config {} is not valid: {e}", config.digest)))?;
-        if !cfg.os.is_empty() && !cfg.architecture.is_empty() && (cfg.os != platform.os || cfg.architecture != platform.architecture) {
-            return Err(base_err(dir, format!("image is for {}/{}, which cannot run on {platform}", cfg.os, cfg.architecture)));
+        let cfg: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| {
+            base_err(dir, format!("image config {} is not valid: {e}", config.digest))
+        })?;
+        if !cfg.os.is_empty()
+            && !cfg.architecture.is_empty()
+            && (cfg.os != platform.os || cfg.architecture != platform.architecture)
+        {
+            return Err(base_err(
+                dir,
+                format!(
+                    "image is for {}/{}, which cannot run on {platform}",
+                    cfg.os, cfg.architecture
+                ),
+            ));
         }
         if cfg.rootfs.diff_ids.len() != layers.len() {
             return Err(base_err(
                 dir,
-                format!("config lists {} diff_ids for {} layers", cfg.rootfs.diff_ids.len(), layers.len()),
+                format!(
+                    "config lists {} diff_ids for {} layers",
+                    cfg.rootfs.diff_ids.len(),
+                    layers.len()
+                ),
             ));
         }
         let time = cfg.created.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
@@ -123,7 +152,10 @@ pub(crate) fn load_oci_layout(
         for (l, diff) in layers.iter().zip(&cfg.rootfs.diff_ids) {
             let diff_id = Digest::parse(diff).map_err(|e| base_err(dir, e))?;
             if media::layer_kind(&l.media_type).is_none() {
-                return Err(base_err(dir, format!("layer {} has unsupported media type {:?}", l.digest, l.media_type)));
+                return Err(base_err(
+                    dir,
+                    format!("layer {} has unsupported media type {:?}", l.digest, l.media_type),
+                ));
             }
             let uncompressed = if media::layer_kind(&l.media_type)
                 .is_some_and(|(_, c)| c == media::LayerCompression::Uncompressed)

@@ -55,9 +55,12 @@ fn read_verified(layout: &Layout, d: &Digest) -> Result<Vec<u8>, String> {
 fn load_one(o: &ImportOptions) -> Result<Source, String> {
     let name = o.src.display().to_string();
     if !o.src.exists() {
-        return Err(format!("local cache import at {name} not found: the directory does not exist"));
+        return Err(format!(
+            "local cache import at {name} not found: the directory does not exist"
+        ));
     }
-    let layout = Layout::open(&o.src).map_err(|e| format!("local cache import at {name} skipped: {e}"))?;
+    let layout =
+        Layout::open(&o.src).map_err(|e| format!("local cache import at {name} skipped: {e}"))?;
     let digest = match &o.digest {
         Some(d) => d.clone(),
         None => {
@@ -65,23 +68,30 @@ fn load_one(o: &ImportOptions) -> Result<Source, String> {
                 .read_index()
                 .map_err(|e| format!("local cache import at {name} skipped due to err: {e}"))?
                 .ok_or_else(|| format!("local cache import at {name} skipped: no index.json"))?;
-            index
-                .resolve(&o.tag)
-                .map(|d| d.digest.clone())
-                .ok_or_else(|| format!("local cache import at {name} skipped: no digest found for tag {}", o.tag))?
+            index.resolve(&o.tag).map(|d| d.digest.clone()).ok_or_else(|| {
+                format!("local cache import at {name} skipped: no digest found for tag {}", o.tag)
+            })?
         }
     };
-    let bytes = read_verified(&layout, &digest)
-        .map_err(|e| format!("local cache import at {name} skipped: digest {digest} unavailable: {e}"))?;
+    let bytes = read_verified(&layout, &digest).map_err(|e| {
+        format!("local cache import at {name} skipped: digest {digest} unavailable: {e}")
+    })?;
     let manifest = CacheManifest::parse(&bytes)
         .map_err(|e| format!("local cache import at {name} skipped: manifest {digest}: {e}"))?;
     let cfg_bytes = read_verified(&layout, &manifest.config.digest)
         .map_err(|e| format!("local cache import at {name} skipped: cache config: {e}"))?;
-    let config = CacheConfig::from_json(&cfg_bytes)
-        .map_err(|e| format!("local cache import at {name} skipped: cache config {}: {e}", manifest.config.digest))?;
+    let config = CacheConfig::from_json(&cfg_bytes).map_err(|e| {
+        format!(
+            "local cache import at {name} skipped: cache config {}: {e}",
+            manifest.config.digest
+        )
+    })?;
     let problems = strata_cache::validate(&config, Some(&manifest.layers));
     if let Some(p) = problems.iter().find(|p| p.severity == strata_cache::Severity::Error) {
-        return Err(format!("local cache import at {name} skipped: invalid cache config: {}", p.message));
+        return Err(format!(
+            "local cache import at {name} skipped: invalid cache config: {}",
+            p.message
+        ));
     }
     let by_key = config.records.iter().enumerate().map(|(i, r)| (r.digest.clone(), i)).collect();
     // Best effort: tell `cache prune` this version was used (never fails the build).
@@ -122,15 +132,21 @@ impl Imports {
 
     /// Finds `key` in the imported caches and copies its layers into the state dir.
     /// `Ok(None)`: not there. `Err`: there, but unusable (a warning; the step runs).
-    pub(crate) fn materialize(&self, key: &str, state: &StateDir) -> Result<Option<(StepRecord, String)>, String> {
+    pub(crate) fn materialize(
+        &self,
+        key: &str,
+        state: &StateDir,
+    ) -> Result<Option<(StepRecord, String)>, String> {
         for s in &self.sources {
             let Some(&ri) = s.by_key.get(key) else { continue };
             let rec = &s.config.records[ri];
             // BuildKit takes the newest result.
-            let Some(res) = rec.results.iter().max_by(|a, b| a.created_at.cmp(&b.created_at)) else {
+            let Some(res) = rec.results.iter().max_by(|a, b| a.created_at.cmp(&b.created_at))
+            else {
                 continue;
             };
-            let chain_idx = strata_cache::layer_chain(&s.config, res.layer).map_err(|e| e.to_string())?;
+            let chain_idx =
+                strata_cache::layer_chain(&s.config, res.layer).map_err(|e| e.to_string())?;
             let mut chain = Vec::new();
             for li in chain_idx {
                 let blob = &s.config.layers[li].blob;
@@ -140,11 +156,20 @@ impl Imports {
                 let diff = desc
                     .annotation(media::ANNOTATION_UNCOMPRESSED)
                     .and_then(|d| Digest::parse(d).ok())
-                    .ok_or_else(|| format!("cache {}: missing uncompressed annotation for {blob}", s.name))?;
-                if state.layer_info(&diff).is_none_or(|i| i.blobs.iter().all(|b| !matches!(state.store().stat_blob(&b.digest), Ok(Some(_))))) {
+                    .ok_or_else(|| {
+                        format!("cache {}: missing uncompressed annotation for {blob}", s.name)
+                    })?;
+                if state.layer_info(&diff).is_none_or(|i| {
+                    i.blobs
+                        .iter()
+                        .all(|b| !matches!(state.store().stat_blob(&b.digest), Ok(Some(_))))
+                }) {
                     // Verify before adopting: a corrupt blob must be a miss, not a wrong image.
                     s.layout.verify_blob(blob, Some(desc.size)).map_err(|p| {
-                        format!("cache {}: layer {blob} is unusable ({p:?}); running the step instead", s.name)
+                        format!(
+                            "cache {}: layer {blob} is unusable ({p:?}); running the step instead",
+                            s.name
+                        )
                     })?;
                     state
                         .adopt_layer_blob(&s.layout.blob_path(blob), desc, &diff, None)
@@ -156,7 +181,11 @@ impl Imports {
                     .unwrap_or_else(|| res.created_at.to_rfc3339_nano());
                 chain.push(ChainLayer { diff_id: diff, created_at: created });
             }
-            let record = StepRecord { key: key.to_owned(), created_at: res.created_at.to_rfc3339_nano(), chain };
+            let record = StepRecord {
+                key: key.to_owned(),
+                created_at: res.created_at.to_rfc3339_nano(),
+                chain,
+            };
             state.put_record(&record).map_err(|e| e.to_string())?;
             s.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some((record, s.name.clone())));
@@ -192,19 +221,23 @@ pub(crate) fn export(
 ) -> Result<ExportSummary, BuildError> {
     let fail = |m: String| BuildError::CacheExport { dest: opts.dest.clone(), message: m };
     let step = progress.step(format!("exporting cache to {}", opts.dest.display()));
-    std::fs::create_dir_all(&opts.dest).map_err(|e| fail(format!("cannot create the directory: {e}")))?;
+    std::fs::create_dir_all(&opts.dest)
+        .map_err(|e| fail(format!("cannot create the directory: {e}")))?;
     let layout = Layout::create(&opts.dest).map_err(|e| fail(e.to_string()))?;
     let timeout = strata_oci::default_lock_timeout();
     // Held from the first blob until index.json names them: prune cannot take them away.
     let _lease = layout.export_lease(timeout).map_err(|e| fail(e.to_string()))?;
-    let family = if opts.oci_mediatypes { media::MediaFamily::Oci } else { media::MediaFamily::Docker };
+    let family =
+        if opts.oci_mediatypes { media::MediaFamily::Oci } else { media::MediaFamily::Docker };
     let mut copts = CompressionOptions::new(compression_of(opts.compression));
     if let Some(l) = opts.compression_level {
         copts = copts.with_level(l);
     }
     let results: HashSet<usize> = match opts.mode {
         CacheMode::Max => (0..solved.graph.len()).filter(|&i| solved.graph[i].has_result).collect(),
-        CacheMode::Min => solved.final_lineage.iter().copied().filter(|&i| solved.graph[i].has_result).collect(),
+        CacheMode::Min => {
+            solved.final_lineage.iter().copied().filter(|&i| solved.graph[i].has_result).collect()
+        }
     };
     // Descriptors per diffID in the export's compression, computed once.
     let mut descs: HashMap<Digest, (Descriptor, std::path::PathBuf)> = HashMap::new();
@@ -214,7 +247,9 @@ pub(crate) fn export(
             d.set_annotation(media::ANNOTATION_CREATED_AT, l.created_at.clone());
             return Ok(d);
         }
-        let info = state.layer_info(&l.diff_id).ok_or_else(|| BuildError::MissingLayer { diff_id: l.diff_id.clone() })?;
+        let info = state
+            .layer_info(&l.diff_id)
+            .ok_or_else(|| BuildError::MissingLayer { diff_id: l.diff_id.clone() })?;
         // Without force-compression, a layer strata did not build (a base image layer,
         // an imported one) keeps the blob it came with, as BuildKit does.
         let wanted = copts.compression;
@@ -222,7 +257,11 @@ pub(crate) fn export(
         let (info, blob) = match info.blob(wanted) {
             Some(b) => (info.clone(), b.clone()),
             None if foreign && !opts.force_compression => {
-                let b = info.blobs.first().cloned().ok_or_else(|| BuildError::MissingLayer { diff_id: l.diff_id.clone() })?;
+                let b = info
+                    .blobs
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| BuildError::MissingLayer { diff_id: l.diff_id.clone() })?;
                 (info.clone(), b)
             }
             None => state.ensure_blob(&l.diff_id, &copts)?,
@@ -259,13 +298,17 @@ pub(crate) fn export(
         if !done.insert(d.digest.clone()) {
             continue;
         }
-        let comp = strata_cache::compression_of(d).map(|c| format!("{c:?}").to_lowercase()).unwrap_or_default();
+        let comp = strata_cache::compression_of(d)
+            .map(|c| format!("{c:?}").to_lowercase())
+            .unwrap_or_default();
         if matches!(layout.stat_blob(&d.digest), Ok(Some(_))) {
             summary.reused += 1;
             step.log(&format!("reusing layer {} ({comp}, {} bytes)", d.digest, d.size));
             continue;
         }
-        let src = paths.get(&d.digest).ok_or_else(|| fail(format!("no local blob for layer {}", d.digest)))?;
+        let src = paths
+            .get(&d.digest)
+            .ok_or_else(|| fail(format!("no local blob for layer {}", d.digest)))?;
         layout.link_or_copy_blob(src, &d.digest, d.size).map_err(|e| fail(e.to_string()))?;
         summary.written += 1;
         summary.bytes_written += d.size;
@@ -309,7 +352,9 @@ pub(crate) fn export(
         policy.max_size = opts.gc.max_size;
         policy.max_age = opts.gc.max_age_secs.map(Duration::from_secs);
         match strata_cache::gc::prune(&layout, &policy, false, timeout) {
-            Ok(r) => step.log(&format!("pruned {} blobs ({} bytes)", r.removed_blobs, r.removed_bytes)),
+            Ok(r) => {
+                step.log(&format!("pruned {} blobs ({} bytes)", r.removed_blobs, r.removed_bytes))
+            }
             Err(e) => progress.warn(&format!("cache prune of {} failed: {e}", opts.dest.display())),
         }
     }
@@ -324,7 +369,8 @@ pub(crate) fn precheck(dest: &Path) -> Result<(), String> {
         return Err(format!("{} exists and is not a directory", dest.display()));
     }
     if !dest.exists() {
-        std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        std::fs::create_dir_all(dest)
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     }
     Ok(())
 }

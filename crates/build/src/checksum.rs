@@ -19,7 +19,7 @@ use strata_oci::{Digest, Hasher};
 /// Stat fields closer than this to the time a checksum was recorded make it untrusted.
 /// Filesystems with coarse timestamps (ext3, some network filesystems) tick once per
 /// second, so one second covers them all.
-pub const RACY_WINDOW_NS: i128 = 1_000_000_000;
+pub(crate) const RACY_WINDOW_NS: i128 = 1_000_000_000;
 
 /// What a cached checksum is valid for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ struct Entry {
 
 /// A persistent map from absolute file path to content digest.
 #[derive(Debug, Default)]
-pub struct ChecksumCache {
+pub(crate) struct ChecksumCache {
     path: Option<PathBuf>,
     entries: HashMap<PathBuf, Entry>,
     dirty: bool,
@@ -65,11 +65,13 @@ const FORMAT_VERSION: u32 = 1;
 impl ChecksumCache {
     /// Loads the cache at `path`; a missing or unreadable file is an empty cache
     /// (the cost of a lost cache is re-hashing, never a wrong result).
-    pub fn load(path: &Path) -> Self {
+    pub(crate) fn load(path: &Path) -> Self {
         let mut cache = Self { path: Some(path.to_owned()), ..Self::default() };
         if let Ok(bytes) = std::fs::read(path) {
             match serde_json::from_slice::<OnDisk>(&bytes) {
-                Ok(d) if d.version == FORMAT_VERSION => cache.entries = d.entries.into_iter().collect(),
+                Ok(d) if d.version == FORMAT_VERSION => {
+                    cache.entries = d.entries.into_iter().collect()
+                }
                 _ => tracing::debug!(path = %path.display(), "ignoring unreadable checksum cache"),
             }
         }
@@ -77,12 +79,16 @@ impl ChecksumCache {
     }
 
     /// An in-memory cache that is never saved.
-    pub fn in_memory() -> Self {
+    pub(crate) fn in_memory() -> Self {
         Self::default()
     }
 
     /// The sha256 of the file at `path` (whose metadata the caller already has).
-    pub fn file_digest(&mut self, path: &Path, meta: &std::fs::Metadata) -> io::Result<Digest> {
+    pub(crate) fn file_digest(
+        &mut self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> io::Result<Digest> {
         let mtime = stat_ns(meta.mtime(), meta.mtime_nsec());
         let ctime = stat_ns(meta.ctime(), meta.ctime_nsec());
         if let Some(e) = self.entries.get(path)
@@ -119,7 +125,7 @@ impl ChecksumCache {
 
     /// Writes the cache back atomically if it changed. Failure only costs re-hashing
     /// next time, so it is logged, not returned.
-    pub fn save(&mut self) {
+    pub(crate) fn save(&mut self) {
         let Some(path) = self.path.clone() else { return };
         if !self.dirty {
             return;
@@ -144,7 +150,7 @@ impl ChecksumCache {
 }
 
 /// Streams a file through sha256.
-pub fn hash_file(path: &Path) -> io::Result<Digest> {
+pub(crate) fn hash_file(path: &Path) -> io::Result<Digest> {
     let mut f = File::open(path)?;
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -58,8 +58,6 @@ pub(crate) struct CopyRequest {
     pub(crate) keep_owner: bool,
     /// `--exclude` patterns.
     pub(crate) exclude: Vec<String>,
-    /// `ADD`: extract local tar archives.
-    pub(crate) unpack_archives: bool,
     /// mtime for directories the copy creates.
     pub(crate) created_mtime: i64,
     /// Clamp every mtime to this (SOURCE_DATE_EPOCH).
@@ -94,13 +92,12 @@ pub(crate) fn match_component(pattern: &str, name: &str) -> bool {
                             continue;
                         }
                     }
-                    '\\' if pi + 1 < p.len() => {
-                        if p[pi + 1] == n[ni] {
-                            pi += 2;
-                            ni += 1;
-                            continue;
-                        }
+                    '\\' if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
+                        pi += 2;
+                        ni += 1;
+                        continue;
                     }
+                    '\\' if pi + 1 < p.len() => {}
                     c if c == n[ni] => {
                         pi += 1;
                         ni += 1;
@@ -184,7 +181,8 @@ fn expand_source(view: &dyn FsView, pattern: &str) -> io::Result<Vec<String>> {
                 for name in view.list(&resolved)? {
                     if match_component(part, &name) {
                         let p = if c.is_empty() { name } else { format!("{c}/{name}") };
-                        if view.lookup(&p)?.is_some() || fsview::resolve(view, &p, false)?.is_some() {
+                        if view.lookup(&p)?.is_some() || fsview::resolve(view, &p, false)?.is_some()
+                        {
                             next.push(p);
                         }
                     }
@@ -255,29 +253,30 @@ pub(crate) fn plan(
         _ => t,
     };
     // Parent directories of a destination that the copy creates.
-    let ensure_parents = |rel: &str, out: &mut Vec<Planned>, dest_is_dir: &mut dyn FnMut(&str) -> bool| {
-        let parts = fsview::clean(rel);
-        for i in 1..parts.len() {
-            let p = fsview::join(&parts[..i]);
-            if dirs_made.borrow().contains_key(&p) {
-                continue;
+    let ensure_parents =
+        |rel: &str, out: &mut Vec<Planned>, dest_is_dir: &mut dyn FnMut(&str) -> bool| {
+            let parts = fsview::clean(rel);
+            for i in 1..parts.len() {
+                let p = fsview::join(&parts[..i]);
+                if dirs_made.borrow().contains_key(&p) {
+                    continue;
+                }
+                dirs_made.borrow_mut().insert(p.clone(), ());
+                if dest_is_dir(&p) {
+                    continue;
+                }
+                let (uid, gid) = req.chown.unwrap_or((0, 0));
+                out.push(Planned {
+                    dest: p,
+                    content: Content::Dir,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: clamp(req.created_mtime),
+                    digest: None,
+                });
             }
-            dirs_made.borrow_mut().insert(p.clone(), ());
-            if dest_is_dir(&p) {
-                continue;
-            }
-            let (uid, gid) = req.chown.unwrap_or((0, 0));
-            out.push(Planned {
-                dest: p,
-                content: Content::Dir,
-                mode: 0o755,
-                uid,
-                gid,
-                mtime: clamp(req.created_mtime),
-                digest: None,
-            });
-        }
-    };
+        };
 
     for (name, body) in &req.inline {
         let target = if dest_slash || dest_is_dir(&dest_rel) {
@@ -349,8 +348,12 @@ pub(crate) fn plan(
     for (i, p) in out.iter().enumerate() {
         seen.insert(p.dest.clone(), i);
     }
-    let mut keep: Vec<Planned> =
-        out.into_iter().enumerate().filter(|(i, p)| seen.get(&p.dest) == Some(i)).map(|(_, p)| p).collect();
+    let mut keep: Vec<Planned> = out
+        .into_iter()
+        .enumerate()
+        .filter(|(i, p)| seen.get(&p.dest) == Some(i))
+        .map(|(_, p)| p)
+        .collect();
     keep.sort_by(|a, b| path_order(&a.dest, &b.dest));
     link_hardlinks(&mut keep);
     Ok(keep)
@@ -414,7 +417,8 @@ fn walk_into(
             continue;
         }
         let target = join_dest(dest, &name);
-        let p = entry_to_planned(&entry, target.clone(), req, owner, clamp).map_err(io::Error::other)?;
+        let p = entry_to_planned(&entry, target.clone(), req, owner, clamp)
+            .map_err(io::Error::other)?;
         out.push(p);
         if entry.kind() == Kind::Dir {
             walk_into(view, &child, &target, req, owner, clamp, out)?;
@@ -497,7 +501,12 @@ pub(crate) fn write<W: io::Write>(
                 // The size is taken from the open file: a file that changed since it was
                 // checksummed fails loudly instead of producing a torn layer.
                 let len = f.metadata().map(|m| m.len()).unwrap_or(e.meta.len());
-                w.add_file(&p.dest, &meta, io::BufReader::with_capacity(1 << 20, f).take(len), len)?;
+                w.add_file(
+                    &p.dest,
+                    &meta,
+                    io::BufReader::with_capacity(1 << 20, f).take(len),
+                    len,
+                )?;
             }
         }
     }
@@ -530,7 +539,6 @@ mod tests {
             chmod: None,
             keep_owner: false,
             exclude: vec![],
-            unpack_archives: false,
             created_mtime: 0,
             clamp_mtime: None,
         }
@@ -579,7 +587,8 @@ mod tests {
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
         let mut p2 = plan(&v, &req(&["f"], "/f"), &mut no, "COPY").unwrap();
         assert_eq!(checksum(&mut p2, &mut c, false).unwrap(), s1);
-        std::fs::set_permissions(t.path().join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(t.path().join("f"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         let mut p3 = plan(&v, &req(&["f"], "/f"), &mut no, "COPY").unwrap();
         assert_ne!(checksum(&mut p3, &mut c, false).unwrap(), s1);
     }

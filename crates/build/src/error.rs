@@ -57,7 +57,9 @@ pub enum BuildError {
         diff_id: Digest,
     },
     /// A layer media type strata cannot read.
-    #[error("layer {digest} has media type {media_type:?}, which is not a layer type strata can read")]
+    #[error(
+        "layer {digest} has media type {media_type:?}, which is not a layer type strata can read"
+    )]
     UnsupportedLayer {
         /// The blob.
         digest: Digest,
@@ -84,7 +86,9 @@ pub enum BuildError {
     #[error("{0}")]
     Base(String),
     /// A RUN step failed.
-    #[error("{instruction}: process \"{command}\" did not complete successfully: exit code: {code}{tail}")]
+    #[error(
+        "{instruction}: process \"{command}\" did not complete successfully: exit code: {code}{tail}"
+    )]
     RunFailed {
         /// `Dockerfile:LINE RUN …`.
         instruction: String,

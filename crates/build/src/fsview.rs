@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Type of a view entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Regular file.
     File,
     /// Directory.
@@ -26,7 +26,7 @@ pub enum Kind {
 
 /// An entry found in a view.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Where its bytes are on the host.
     pub host_path: PathBuf,
     /// Its metadata (lstat).
@@ -35,7 +35,7 @@ pub struct Entry {
 
 impl Entry {
     /// The entry's kind.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         let ft = self.meta.file_type();
         if ft.is_file() {
             Kind::File
@@ -50,7 +50,7 @@ impl Entry {
 }
 
 /// A read-only filesystem view.
-pub trait FsView {
+pub(crate) trait FsView {
     /// The entry at `rel` (no symlink following for the last component), or `None`.
     fn lookup(&self, rel: &str) -> io::Result<Option<Entry>>;
     /// The names inside directory `rel`, sorted.
@@ -62,7 +62,7 @@ pub trait FsView {
 }
 
 /// Normalises a path: splits on `/`, drops `.` and empty parts, clamps `..` at the root.
-pub fn clean(path: &str) -> Vec<String> {
+pub(crate) fn clean(path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -77,14 +77,14 @@ pub fn clean(path: &str) -> Vec<String> {
 }
 
 /// Joins cleaned parts back into a relative path (`""` is the root).
-pub fn join(parts: &[String]) -> String {
+pub(crate) fn join(parts: &[String]) -> String {
     parts.join("/")
 }
 
 /// Resolves `rel` inside `view`, following symlinks in every component (and in the last
 /// one too when `follow_last`), keeping targets inside the root. Returns the resolved
 /// relative path and its entry.
-pub fn resolve(
+pub(crate) fn resolve(
     view: &dyn FsView,
     rel: &str,
     follow_last: bool,
@@ -105,7 +105,9 @@ pub fn resolve(
         if entry.kind() == Kind::Symlink && (!is_last || follow_last) {
             hops += 1;
             if hops > 40 {
-                return Err(io::Error::other(format!("too many levels of symbolic links at /{cur}")));
+                return Err(io::Error::other(format!(
+                    "too many levels of symbolic links at /{cur}"
+                )));
             }
             let target = fs::read_link(&entry.host_path)?;
             let target = target.to_string_lossy();
@@ -131,9 +133,12 @@ pub fn resolve(
 }
 
 /// A plain directory (the build context or a named context), optionally filtered.
-pub struct DirView {
+/// A `.dockerignore` predicate: `(relative path, is_dir) -> excluded`.
+pub(crate) type IgnoreFn = Box<dyn Fn(&str, bool) -> bool + Send + Sync>;
+
+pub(crate) struct DirView {
     root: PathBuf,
-    ignore: Option<Box<dyn Fn(&str, bool) -> bool + Send + Sync>>,
+    ignore: Option<IgnoreFn>,
 }
 
 impl std::fmt::Debug for DirView {
@@ -144,16 +149,8 @@ impl std::fmt::Debug for DirView {
 
 impl DirView {
     /// A view of `root`; `ignore(rel, is_dir)` hides excluded paths.
-    pub fn new(
-        root: impl Into<PathBuf>,
-        ignore: Option<Box<dyn Fn(&str, bool) -> bool + Send + Sync>>,
-    ) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>, ignore: Option<IgnoreFn>) -> Self {
         Self { root: root.into(), ignore }
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 
@@ -167,7 +164,10 @@ impl FsView for DirView {
                 }
                 Ok(Some(Entry { host_path: p, meta }))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -196,7 +196,7 @@ impl FsView for DirView {
 /// `trusted.overlay.opaque=y`) or, when extracted without root, AUFS form (`.wh.<name>`
 /// files and `.wh..wh..opq` markers). Both are understood.
 #[derive(Debug, Clone)]
-pub struct LayeredView {
+pub(crate) struct LayeredView {
     layers: Vec<PathBuf>,
 }
 
@@ -227,9 +227,7 @@ fn xattr_get(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     #[allow(unsafe_code)]
     // SAFETY: both strings are NUL-terminated and live for the call; buf is writable
     // for its full length, which is what we pass.
-    let r = unsafe {
-        libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    };
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if r < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
@@ -242,7 +240,7 @@ fn xattr_get(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
 
 impl LayeredView {
     /// A view over snapshot directories, top layer first.
-    pub fn new(layers: Vec<PathBuf>) -> Self {
+    pub(crate) fn new(layers: Vec<PathBuf>) -> Self {
         Self { layers }
     }
 
@@ -253,10 +251,10 @@ impl LayeredView {
         // hides everything below it in lower layers.
         for i in 1..parts.len() {
             let anc = layer.join(join(&parts[..i]));
-            if let Ok(m) = fs::symlink_metadata(&anc) {
-                if !m.is_dir() || is_opaque(&anc) {
-                    return true;
-                }
+            if let Ok(m) = fs::symlink_metadata(&anc)
+                && (!m.is_dir() || is_opaque(&anc))
+            {
+                return true;
             }
             let wh = layer.join(join(&parts[..i - 1])).join(format!(".wh.{}", parts[i - 1]));
             if wh.exists() {
@@ -298,7 +296,9 @@ impl FsView for LayeredView {
                 return Ok(None);
             }
             // The parent itself being opaque in this layer hides lower copies of `rel`.
-            if parts.len() > 1 && fs::symlink_metadata(&parent).is_ok_and(|m| m.is_dir()) && is_opaque(&parent)
+            if parts.len() > 1
+                && fs::symlink_metadata(&parent).is_ok_and(|m| m.is_dir())
+                && is_opaque(&parent)
             {
                 return Ok(None);
             }
@@ -349,7 +349,7 @@ impl FsView for LayeredView {
 }
 
 /// Opens an entry's content for reading.
-pub fn open(entry: &Entry) -> io::Result<File> {
+pub(crate) fn open(entry: &Entry) -> io::Result<File> {
     File::open(&entry.host_path)
 }
 

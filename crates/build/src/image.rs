@@ -166,7 +166,8 @@ impl ImageConfig {
     pub fn env_set(&mut self, key: &str, value: &str) {
         let env = self.config.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
-        if let Some(slot) = env.iter_mut().find(|kv| kv.split_once('=').is_some_and(|(k, _)| k == key))
+        if let Some(slot) =
+            env.iter_mut().find(|kv| kv.split_once('=').is_some_and(|(k, _)| k == key))
         {
             *slot = entry;
         } else {

@@ -28,7 +28,6 @@ mod state;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use checksum::ChecksumCache;
 pub use error::BuildError;
 pub use image::ImageConfig;
 pub use output::{Output, parse_output};
@@ -108,14 +107,17 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     for e in &req.cache_to {
         match cacheio::precheck(&e.dest) {
             Ok(()) => exports.push(e.clone()),
-            Err(msg) if e.ignore_error => progress.warn(&format!("cache export skipped (ignore-error): {msg}")),
+            Err(msg) if e.ignore_error => {
+                progress.warn(&format!("cache export skipped (ignore-error): {msg}"))
+            }
             Err(msg) => return Err(BuildError::CacheExport { dest: e.dest.clone(), message: msg }),
         }
     }
     let state = StateDir::open(&req.state_root)?;
     let _lock = state.lock(false)?;
 
-    let step = progress.step(format!("[internal] load build definition from {}", req.dockerfile_name));
+    let step =
+        progress.step(format!("[internal] load build definition from {}", req.dockerfile_name));
     let bytes = read_dockerfile(req)?;
     step.log(&format!("transferring dockerfile: {}B done", bytes.len()));
     let df = strata_dockerfile::parse(&req.dockerfile_name, &bytes)?;
@@ -124,7 +126,7 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     let ignore = load_ignore(req)?;
     step.done();
     let context = req.context.as_ref().map(|root| {
-        let filter: Option<Box<dyn Fn(&str, bool) -> bool + Send + Sync>> =
+        let filter: Option<fsview::IgnoreFn> =
             ignore.map(|ig| Box::new(move |rel: &str, is_dir: bool| ig.matches(rel, is_dir)) as _);
         Arc::new(fsview::DirView::new(root.clone(), filter))
     });
@@ -147,7 +149,9 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
                     ));
                 }
             }
-            Err(err) if e.ignore_error => progress.warn(&format!("{err} (ignored: ignore-error=true)")),
+            Err(err) if e.ignore_error => {
+                progress.warn(&format!("{err} (ignored: ignore-error=true)"))
+            }
             Err(err) => export_error = export_error.or(Some(err)),
         }
     }
@@ -167,7 +171,11 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     if let Some(path) = &req.metadata_file {
         let v = output::metadata(&img, &req.tags);
         let bytes = serde_json::to_vec_pretty(&v).map_err(BuildError::Json)?;
-        std::fs::write(path, bytes).map_err(|source| BuildError::Io { op: "write", path: path.clone(), source })?;
+        std::fs::write(path, bytes).map_err(|source| BuildError::Io {
+            op: "write",
+            path: path.clone(),
+            source,
+        })?;
     }
     progress.message(&format!(
         "image {} ({} steps cached, {} executed)",
@@ -212,7 +220,8 @@ pub fn prune_state(root: &Path, keep_storage: Option<u64>) -> Result<u64, BuildE
     let base = root.join("v1");
     let total = |_: ()| -> u64 { state_usage(root).iter().map(|(_, s)| s).sum() };
     let before = total(());
-    let groups: [&[&str]; 3] = [&["snapshots", "tmp"], &["cachemounts"], &["records", "layers", "checksums", "store"]];
+    let groups: [&[&str]; 3] =
+        [&["snapshots", "tmp"], &["cachemounts"], &["records", "layers", "checksums", "store"]];
     for g in groups {
         if keep_storage.is_some_and(|k| total(()) <= k) {
             break;

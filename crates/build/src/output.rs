@@ -7,7 +7,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use strata_layer::{ApplyOptions, Compression, CompressionOptions, EntryMeta, LayerWriter, WriteDirOptions};
+use strata_layer::{
+    ApplyOptions, Compression, CompressionOptions, EntryMeta, LayerWriter, WriteDirOptions,
+};
 use strata_oci::{Descriptor, Digest, Layout, gojson, media};
 
 use crate::error::BuildError;
@@ -75,7 +77,8 @@ pub fn parse_output(value: &str) -> Result<Output, String> {
         }
     }
     let ty = ty.unwrap_or_else(|| "local".into());
-    let need_dest = |d: Option<PathBuf>| d.ok_or_else(|| format!("--output type={ty}: dest= is required"));
+    let need_dest =
+        |d: Option<PathBuf>| d.ok_or_else(|| format!("--output type={ty}: dest= is required"));
     match ty.as_str() {
         "oci" => Ok(Output::Oci { dest: need_dest(dest)?, tar }),
         "docker" => Ok(Output::Docker { dest: need_dest(dest)? }),
@@ -84,7 +87,9 @@ pub fn parse_output(value: &str) -> Result<Output, String> {
         "image" | "registry" => Err(format!(
             "--output type={ty}: pushing images to a registry is not supported yet; use --output type=oci,dest=FILE"
         )),
-        other => Err(format!("--output: unknown type {other:?}; supported: oci, docker, local, tar")),
+        other => {
+            Err(format!("--output: unknown type {other:?}; supported: oci, docker, local, tar"))
+        }
     }
 }
 
@@ -98,12 +103,20 @@ pub(crate) struct BuiltImage {
 
 /// Writes the image config and manifest of `st` into the state store; layers are taken
 /// in `compression` (converted once if needed).
-pub(crate) fn assemble(state: &StateDir, st: &ImgState, compression: Compression) -> Result<BuiltImage, BuildError> {
+pub(crate) fn assemble(
+    state: &StateDir,
+    st: &ImgState,
+    compression: Compression,
+) -> Result<BuiltImage, BuildError> {
     let opts = CompressionOptions::new(compression);
     let mut layers = Vec::new();
     for l in &st.chain {
         let (_, blob) = state.ensure_blob(&l.diff_id, &opts)?;
-        layers.push(Descriptor::new(compression.media_type(media::MediaFamily::Oci), blob.digest, blob.size));
+        layers.push(Descriptor::new(
+            compression.media_type(media::MediaFamily::Oci),
+            blob.digest,
+            blob.size,
+        ));
     }
     let mut config = st.config.clone();
     config.rootfs.diff_ids = st.chain.iter().map(|l| l.diff_id.to_string()).collect();
@@ -122,7 +135,11 @@ pub(crate) fn assemble(state: &StateDir, st: &ImgState, compression: Compression
     let bytes = ordered_manifest(&config_desc, &layers)?;
     let _ = manifest;
     let m = state.store().write_blob(&bytes)?;
-    Ok(BuiltImage { manifest: Descriptor::new(media::OCI_MANIFEST, m.digest, m.size), config: config_desc, layers })
+    Ok(BuiltImage {
+        manifest: Descriptor::new(media::OCI_MANIFEST, m.digest, m.size),
+        config: config_desc,
+        layers,
+    })
 }
 
 fn ordered_manifest(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>, BuildError> {
@@ -148,7 +165,11 @@ fn index_entry(img: &BuiltImage, tag: Option<&str>) -> Descriptor {
     let mut d = img.manifest.clone();
     if let Some(t) = tag {
         d.set_annotation(media::ANNOTATION_IMAGE_NAME, t);
-        let short = t.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t).unwrap_or("latest");
+        let short = t
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map(|(_, t)| t)
+            .unwrap_or("latest");
         d.set_annotation(media::ANNOTATION_REF_NAME, short);
     }
     d
@@ -161,7 +182,8 @@ pub(crate) fn full_name(tag: &str) -> String {
         _ => (tag.to_owned(), "latest".to_owned()),
     };
     let first = name.split('/').next().unwrap_or("");
-    let has_host = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_host =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let name = if has_host {
         name
     } else if name.contains('/') {
@@ -202,27 +224,40 @@ fn image_blobs(img: &BuiltImage) -> Vec<&Descriptor> {
     v
 }
 
-fn write_oci_dir(state: &StateDir, img: &BuiltImage, dest: &Path, tags: &[String]) -> Result<(), BuildError> {
+fn write_oci_dir(
+    state: &StateDir,
+    img: &BuiltImage,
+    dest: &Path,
+    tags: &[String],
+) -> Result<(), BuildError> {
     let layout = Layout::create(dest).map_err(|e| out_err(dest, e))?;
     for d in image_blobs(img) {
         layout
             .link_or_copy_blob(&state.store().blob_path(&d.digest), &d.digest, d.size)
             .map_err(|e| out_err(dest, e))?;
     }
-    let names: Vec<Option<String>> =
-        if tags.is_empty() { vec![None] } else { tags.iter().map(|t| Some(full_name(t))).collect() };
+    let names: Vec<Option<String>> = if tags.is_empty() {
+        vec![None]
+    } else {
+        tags.iter().map(|t| Some(full_name(t))).collect()
+    };
     layout
-        .update_index(strata_oci::default_lock_timeout(), |index| -> Result<(), strata_oci::StoreError> {
-            for n in &names {
-                let entry = index_entry(img, n.as_deref());
-                index.manifests.retain(|m| {
-                    !(n.is_some() && m.annotation(media::ANNOTATION_IMAGE_NAME) == n.as_deref())
-                        && !(n.is_none() && m.digest == entry.digest && m.annotations.is_none())
-                });
-                index.manifests.push(entry);
-            }
-            Ok(())
-        })
+        .update_index(
+            strata_oci::default_lock_timeout(),
+            |index| -> Result<(), strata_oci::StoreError> {
+                for n in &names {
+                    let entry = index_entry(img, n.as_deref());
+                    // The same name (or, untagged, the same image) is replaced, not duplicated.
+                    let same = |m: &Descriptor| match n {
+                        Some(_) => m.annotation(media::ANNOTATION_IMAGE_NAME) == n.as_deref(),
+                        None => m.digest == entry.digest && m.annotations.is_none(),
+                    };
+                    index.manifests.retain(|m| !same(m));
+                    index.manifests.push(entry);
+                }
+                Ok(())
+            },
+        )
         .map_err(|e| out_err(dest, e))?;
     Ok(())
 }
@@ -245,12 +280,20 @@ fn write_image_tar(
     w.add_dir("blobs/sha256", &dir)?;
     for d in image_blobs(img) {
         let f = state.store().open_blob(&d.digest)?;
-        w.add_file(format!("blobs/sha256/{}", d.digest.hex()), &file_meta(), io::BufReader::new(f), d.size)?;
+        w.add_file(
+            format!("blobs/sha256/{}", d.digest.hex()),
+            &file_meta(),
+            io::BufReader::new(f),
+            d.size,
+        )?;
     }
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     w.add_file("oci-layout", &file_meta(), &layout[..], layout.len() as u64)?;
-    let names: Vec<Option<String>> =
-        if tags.is_empty() { vec![None] } else { tags.iter().map(|t| Some(full_name(t))).collect() };
+    let names: Vec<Option<String>> = if tags.is_empty() {
+        vec![None]
+    } else {
+        tags.iter().map(|t| Some(full_name(t))).collect()
+    };
     let mut index = strata_oci::Index::new();
     for n in &names {
         index.manifests.push(index_entry(img, n.as_deref()));
@@ -281,7 +324,10 @@ fn write_image_tar(
 fn create_beside(dest: &Path) -> Result<(tempfile::TempPath, File), BuildError> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| out_err(dest, e))?;
-    let tmp = tempfile::Builder::new().prefix(".strata-out-").tempfile_in(dir).map_err(|e| out_err(dest, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-out-")
+        .tempfile_in(dir)
+        .map_err(|e| out_err(dest, e))?;
     let f = tmp.as_file().try_clone().map_err(|e| out_err(dest, e))?;
     Ok((tmp.into_temp_path(), f))
 }
@@ -321,7 +367,10 @@ pub(crate) fn metadata(img: &BuiltImage, tags: &[String]) -> serde_json::Value {
     m.insert("containerimage.config.digest", json!(img.config.digest.to_string()));
     m.insert("containerimage.descriptor", json!(img.manifest));
     if !tags.is_empty() {
-        m.insert("image.name", json!(tags.iter().map(|t| full_name(t)).collect::<Vec<_>>().join(",")));
+        m.insert(
+            "image.name",
+            json!(tags.iter().map(|t| full_name(t)).collect::<Vec<_>>().join(",")),
+        );
     }
     json!(m)
 }

@@ -67,7 +67,9 @@ impl Progress {
     /// A reporter in `mode`.
     pub fn new(mode: ProgressMode) -> Self {
         let mode = match mode {
-            ProgressMode::Auto | ProgressMode::Tty if io::stderr().is_terminal() => ProgressMode::Tty,
+            ProgressMode::Auto | ProgressMode::Tty if io::stderr().is_terminal() => {
+                ProgressMode::Tty
+            }
             ProgressMode::Auto | ProgressMode::Tty => ProgressMode::Plain,
             m => m,
         };

@@ -100,15 +100,22 @@ pub(crate) fn prepare(
     what: &str,
 ) -> Result<Prepared, BuildError> {
     let err = |message: String| BuildError::Source { instruction: what.to_owned(), message };
-    let shell = st.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+    let shell =
+        st.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
     let args = run_args(run, &shell);
     let env: Vec<String> = scope.run_env().iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let cwd = if st.config.config.working_dir.is_empty() { "/".to_owned() } else { st.config.config.working_dir.clone() };
+    let cwd = if st.config.config.working_dir.is_empty() {
+        "/".to_owned()
+    } else {
+        st.config.config.working_dir.clone()
+    };
     let network = match run.network.as_deref() {
         None | Some("default") => Network::Default,
         Some("none") => Network::None,
         Some("host") => Network::Host,
-        Some(other) => return Err(err(format!("--network={other}: expected default, none or host"))),
+        Some(other) => {
+            return Err(err(format!("--network={other}: expected default, none or host")));
+        }
     };
     if let Some(sec) = &run.security
         && sec != "sandbox"
@@ -124,7 +131,11 @@ pub(crate) fn prepare(
     for raw in &run.mounts {
         let m = df::Mount::parse(raw, &expander).map_err(|e| err(format!("--mount={raw}: {e}")))?;
         let target = m.target.clone().unwrap_or_default();
-        let abs_target = if target.starts_with('/') { target.clone() } else { format!("{}/{target}", cwd.trim_end_matches('/')) };
+        let abs_target = if target.starts_with('/') {
+            target.clone()
+        } else {
+            format!("{}/{target}", cwd.trim_end_matches('/'))
+        };
         match m.kind {
             MountType::Cache => {
                 if target.is_empty() {
@@ -133,21 +144,39 @@ pub(crate) fn prepare(
                 let id = m.id.clone().unwrap_or_else(|| abs_target.clone());
                 let dir = solver.state.cache_mount_dir(&id);
                 if !dir.exists() {
-                    std::fs::create_dir_all(&dir).map_err(|source| BuildError::Io { op: "create cache mount", path: dir.clone(), source })?;
+                    std::fs::create_dir_all(&dir).map_err(|source| BuildError::Io {
+                        op: "create cache mount",
+                        path: dir.clone(),
+                        source,
+                    })?;
                     use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)));
+                    let _ = std::fs::set_permissions(
+                        &dir,
+                        std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+                    );
                     if m.uid.is_some() || m.gid.is_some() {
                         let _ = std::os::unix::fs::chown(&dir, m.uid, m.gid);
                     }
                 }
                 if matches!(m.sharing, Some(df::Sharing::Locked)) {
                     let lock_path = dir.with_extension("lock");
-                    let f = std::fs::File::create(&lock_path)
-                        .map_err(|source| BuildError::Io { op: "create", path: lock_path.clone(), source })?;
-                    f.lock().map_err(|source| BuildError::Io { op: "lock", path: lock_path, source })?;
+                    let f = std::fs::File::create(&lock_path).map_err(|source| BuildError::Io {
+                        op: "create",
+                        path: lock_path.clone(),
+                        source,
+                    })?;
+                    f.lock().map_err(|source| BuildError::Io {
+                        op: "lock",
+                        path: lock_path,
+                        source,
+                    })?;
                     locks.push(f);
                 }
-                mounts.push(Mount::Bind { source: dir, target: abs_target.clone(), readonly: m.readonly });
+                mounts.push(Mount::Bind {
+                    source: dir,
+                    target: abs_target.clone(),
+                    readonly: m.readonly,
+                });
                 key_mounts.push(json!({"type": "cache", "target": abs_target, "id": id, "ro": m.readonly,
                     "sharing": format!("{:?}", m.sharing), "mode": m.mode, "uid": m.uid, "gid": m.gid}));
             }
@@ -156,30 +185,46 @@ pub(crate) fn prepare(
                     return Err(err(format!("--mount={raw}: a bind mount needs target=")));
                 }
                 let source = m.source.clone().unwrap_or_else(|| "/".into());
-                let (view, src_id): (std::sync::Arc<dyn FsView + Send + Sync>, serde_json::Value) = match &m.from {
-                    None => match &solver.context {
-                        Some(c) => (c.clone(), json!("context")),
-                        None => return Err(err("--mount=type=bind needs a build context".into())),
-                    },
-                    Some(from) => {
-                        let idx = from.parse::<usize>().ok().or_else(|| {
-                            solver.df.stages.iter().position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(from)))
-                        });
-                        match (idx.and_then(|i| solver_stage(solver, i)), solver.req.build_contexts.get(from)) {
-                            (Some(s), _) => {
-                                if let Some(n) = s.node {
-                                    extra_inputs.push((n, String::new()));
+                let (view, src_id): (std::sync::Arc<dyn FsView + Send + Sync>, serde_json::Value) =
+                    match &m.from {
+                        None => match &solver.context {
+                            Some(c) => (c.clone(), json!("context")),
+                            None => {
+                                return Err(err("--mount=type=bind needs a build context".into()));
+                            }
+                        },
+                        Some(from) => {
+                            let idx = from.parse::<usize>().ok().or_else(|| {
+                                solver.df.stages.iter().position(|s| {
+                                    s.name().is_some_and(|n| n.eq_ignore_ascii_case(from))
+                                })
+                            });
+                            match (
+                                idx.and_then(|i| solver_stage(solver, i)),
+                                solver.req.build_contexts.get(from),
+                            ) {
+                                (Some(s), _) => {
+                                    if let Some(n) = s.node {
+                                        extra_inputs.push((n, String::new()));
+                                    }
+                                    let lowers = solver.lower_dirs(&s.chain)?;
+                                    (
+                                        std::sync::Arc::new(LayeredView::new(lowers)),
+                                        json!({"stage": s.key}),
+                                    )
                                 }
-                                let lowers = solver.lower_dirs(&s.chain)?;
-                                (std::sync::Arc::new(LayeredView::new(lowers)), json!({"stage": s.key}))
+                                (None, Some(crate::request::NamedContext::Dir(d))) => (
+                                    std::sync::Arc::new(DirView::new(d.clone(), None)),
+                                    json!({"context": from}),
+                                ),
+                                _ => {
+                                    return Err(err(format!(
+                                        "--mount from={from}: no such stage or build context"
+                                    )));
+                                }
                             }
-                            (None, Some(crate::request::NamedContext::Dir(d))) => {
-                                (std::sync::Arc::new(DirView::new(d.clone(), None)), json!({"context": from}))
-                            }
-                            _ => return Err(err(format!("--mount from={from}: no such stage or build context"))),
                         }
-                    }
-                };
+                    };
                 let req = CopyRequest {
                     sources: vec![source.clone()],
                     inline: vec![],
@@ -189,7 +234,6 @@ pub(crate) fn prepare(
                     chmod: None,
                     keep_owner: true,
                     exclude: vec![],
-                    unpack_archives: false,
                     created_mtime: 0,
                     clamp_mtime: None,
                 };
@@ -199,16 +243,24 @@ pub(crate) fn prepare(
                     .map_err(|e| err(format!("--mount={raw}: {e}")))?;
                 let tmp = solver.state.temp_dir("bind-")?;
                 let root = tmp.path().join("src");
-                std::fs::create_dir(&root).map_err(|source| BuildError::Io { op: "create", path: root.clone(), source })?;
+                std::fs::create_dir(&root).map_err(|source| BuildError::Io {
+                    op: "create",
+                    path: root.clone(),
+                    source,
+                })?;
                 materialize(&planned, &root).map_err(|e| err(format!("--mount={raw}: {e}")))?;
                 // A file source mounts as a file.
-                let src_path = if planned.len() == 1 && !matches!(planned[0].content, Content::Dir) {
+                let src_path = if planned.len() == 1 && !matches!(planned[0].content, Content::Dir)
+                {
                     root.join(&planned[0].dest)
                 } else {
                     root.clone()
                 };
                 temps.push(tmp);
-                let readonly = m.readonly || !raw.split(',').any(|f| matches!(f.trim(), "rw" | "readwrite" | "rw=true" | "readwrite=true"));
+                let readonly = m.readonly
+                    || !raw.split(',').any(|f| {
+                        matches!(f.trim(), "rw" | "readwrite" | "rw=true" | "readwrite=true")
+                    });
                 mounts.push(Mount::Bind { source: src_path, target: abs_target.clone(), readonly });
                 key_mounts.push(json!({"type": "bind", "target": abs_target, "source": source, "from": src_id, "ro": readonly, "content": sum}));
             }
@@ -229,11 +281,17 @@ pub(crate) fn prepare(
                 let target = m.target.clone().unwrap_or_else(|| strata_run::secret_target(&id));
                 let Some(src) = solver.req.secrets.get(&id) else {
                     if m.required {
-                        return Err(err(format!("secret {id:?} is required but was not given; pass --secret id={id},src=FILE")));
+                        return Err(err(format!(
+                            "secret {id:?} is required but was not given; pass --secret id={id},src=FILE"
+                        )));
                     }
                     continue;
                 };
-                let contents = std::fs::read(src).map_err(|source| BuildError::Io { op: "read secret", path: src.clone(), source })?;
+                let contents = std::fs::read(src).map_err(|source| BuildError::Io {
+                    op: "read secret",
+                    path: src.clone(),
+                    source,
+                })?;
                 mounts.push(Mount::Secret {
                     target: target.clone(),
                     contents: SecretBytes(contents),
@@ -285,7 +343,11 @@ pub(crate) fn execute(
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
-        std::fs::create_dir(d).map_err(|source| BuildError::Io { op: "create", path: d.clone(), source })?;
+        std::fs::create_dir(d).map_err(|source| BuildError::Io {
+            op: "create",
+            path: d.clone(),
+            source,
+        })?;
     }
     prepared.spec.lowers = lowers.clone();
     prepared.spec.upper = upper.clone();
@@ -310,15 +372,27 @@ pub(crate) fn execute(
         let tail = if outcome.tail.is_empty() {
             String::new()
         } else {
-            format!("\n{}", outcome.tail.iter().map(|l| format!("  > {l}")).collect::<Vec<_>>().join("\n"))
+            format!(
+                "\n{}",
+                outcome.tail.iter().map(|l| format!("  > {l}")).collect::<Vec<_>>().join("\n")
+            )
         };
         let command = prepared.spec.args.join(" ");
-        return Err(BuildError::RunFailed { instruction: what.to_owned(), command, code: outcome.exit_code, tail });
+        return Err(BuildError::RunFailed {
+            instruction: what.to_owned(),
+            command,
+            code: outcome.exit_code,
+            tail,
+        });
     }
     let opts = WriteDirOptions { clamp_mtime: solver.req.source_date_epoch, ..Default::default() };
     let (layer, entries) = solver.state.write_layer(&solver.layer_compression, |w| {
-        strata_layer::diff_overlay_upper(&upper, &lowers, w, &opts, &|_, _| false)
-            .map_err(|e| BuildError::Source { instruction: what.to_owned(), message: format!("capturing the change: {e}") })
+        strata_layer::diff_overlay_upper(&upper, &lowers, w, &opts, &|_, _| false).map_err(|e| {
+            BuildError::Source {
+                instruction: what.to_owned(),
+                message: format!("capturing the change: {e}"),
+            }
+        })
     })?;
     let mut chain = st.chain.clone();
     if entries > 0 {

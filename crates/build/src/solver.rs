@@ -61,7 +61,6 @@ pub(crate) struct Node {
 /// What a solve produced.
 #[derive(Debug)]
 pub(crate) struct Solved {
-    pub(crate) final_state: ImgState,
     pub(crate) graph: Vec<Node>,
     /// Nodes on the final result's lineage (what mode=min exports results for).
     pub(crate) final_lineage: Vec<usize>,
@@ -76,7 +75,9 @@ pub(crate) fn key_of(v: &serde_json::Value) -> String {
 
 pub(crate) fn now_rfc3339(epoch: Option<i64>) -> String {
     let t = match epoch {
-        Some(s) => time::OffsetDateTime::from_unix_timestamp(s).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        Some(s) => {
+            time::OffsetDateTime::from_unix_timestamp(s).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        }
         None => time::OffsetDateTime::now_utc(),
     };
     strata_cache::GoTime::from_offset_date_time(t)
@@ -179,24 +180,10 @@ impl<'a> Solver<'a> {
     pub(crate) fn solve(mut self) -> (Result<ImgState, BuildError>, Solved) {
         let result = self.solve_inner();
         self.checksums.save();
-        let final_state = match &result {
-            Ok(s) => s.clone(),
-            Err(_) => ImgState {
-                key: String::new(),
-                chain: vec![],
-                config: ImageConfig::scratch(&self.req.platform),
-                node: None,
-                time: String::new(),
-            },
-        };
-        let final_lineage = lineage(&self.graph, final_state.node);
-        let solved = Solved {
-            final_state,
-            graph: self.graph,
-            final_lineage,
-            hits: self.hits,
-            misses: self.misses,
-        };
+        let final_node = result.as_ref().ok().and_then(|s| s.node);
+        let final_lineage = lineage(&self.graph, final_node);
+        let solved =
+            Solved { graph: self.graph, final_lineage, hits: self.hits, misses: self.misses };
         (result, solved)
     }
 
@@ -217,10 +204,16 @@ impl<'a> Solver<'a> {
         last.ok_or_else(|| BuildError::Usage("the Dockerfile has no stages to build".into()))
     }
 
-    fn base_state(&mut self, rs: &df::ResolvedStage, from_line: &str) -> Result<ImgState, BuildError> {
+    fn base_state(
+        &mut self,
+        rs: &df::ResolvedStage,
+        from_line: &str,
+    ) -> Result<ImgState, BuildError> {
         match &rs.base {
             Base::Scratch => {
-                let key = key_of(&json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "scratch"}));
+                let key = key_of(
+                    &json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "scratch"}),
+                );
                 Ok(ImgState {
                     key,
                     chain: vec![],
@@ -247,8 +240,16 @@ impl<'a> Solver<'a> {
         let st = match ctx {
             Some(NamedContext::OciLayout { dir, tag, digest }) => {
                 let step = self.progress.step(format!("[context {name}] load {}", dir.display()));
-                let img = base::load_oci_layout(self.state, &dir, tag.as_deref(), digest.as_ref(), &self.req.platform)?;
-                let key = key_of(&json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "image", "manifest": img.manifest_digest.to_string()}));
+                let img = base::load_oci_layout(
+                    self.state,
+                    &dir,
+                    tag.as_deref(),
+                    digest.as_ref(),
+                    &self.req.platform,
+                )?;
+                let key = key_of(
+                    &json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "image", "manifest": img.manifest_digest.to_string()}),
+                );
                 let node = self.node(Node {
                     key: key.clone(),
                     inputs: vec![],
@@ -257,7 +258,13 @@ impl<'a> Solver<'a> {
                     created_at: img.time.clone(),
                 });
                 step.done();
-                ImgState { key, chain: img.chain, config: img.config, node: Some(node), time: img.time }
+                ImgState {
+                    key,
+                    chain: img.chain,
+                    config: img.config,
+                    node: Some(node),
+                    time: img.time,
+                }
             }
             Some(NamedContext::Dir(_)) => {
                 return Err(BuildError::Base(format!(
@@ -351,8 +358,16 @@ impl<'a> Solver<'a> {
                 }
             }
             K::Workdir(w) => {
-                let base = if cfg.working_dir.is_empty() { "/".to_owned() } else { cfg.working_dir.clone() };
-                let p = if w.starts_with('/') { w.clone() } else { format!("{}/{w}", base.trim_end_matches('/')) };
+                let base = if cfg.working_dir.is_empty() {
+                    "/".to_owned()
+                } else {
+                    cfg.working_dir.clone()
+                };
+                let p = if w.starts_with('/') {
+                    w.clone()
+                } else {
+                    format!("{}/{w}", base.trim_end_matches('/'))
+                };
                 cfg.working_dir = format!("/{}", crate::fsview::join(&crate::fsview::clean(&p)));
             }
             K::User(u) => cfg.user = u.clone(),
@@ -495,24 +510,29 @@ impl<'a> Solver<'a> {
                 if s.contains("://") || s.starts_with("git@") {
                     return Err(BuildError::Source {
                         instruction: what.to_owned(),
-                        message: format!("ADD {s}: remote URLs and git sources are not supported yet; download the file into the build context and ADD or COPY it"),
+                        message: format!(
+                            "ADD {s}: remote URLs and git sources are not supported yet; download the file into the build context and ADD or COPY it"
+                        ),
                     });
                 }
             }
         }
         let step = self.progress.step(label);
         // The source filesystem and what identifies it in the cache key.
-        let (view, source_id, source_input): (Arc<dyn FsView + Send + Sync>, serde_json::Value, Option<(usize, String)>) =
-            match &from {
-                None => {
-                    let ctx = self.context.clone().ok_or_else(|| BuildError::Source {
+        let (view, source_id, source_input): (
+            Arc<dyn FsView + Send + Sync>,
+            serde_json::Value,
+            Option<(usize, String)>,
+        ) = match &from {
+            None => {
+                let ctx = self.context.clone().ok_or_else(|| BuildError::Source {
                         instruction: what.to_owned(),
                         message: "no build context was given (the context is `-`), so there is nothing to copy".into(),
                     })?;
-                    (ctx, json!({"context": "."}), None)
-                }
-                Some(f) => self.from_view(f, what)?,
-            };
+                (ctx, json!({"context": "."}), None)
+            }
+            Some(f) => self.view_from(f, what)?,
+        };
         let chmod_bits = match &chmod {
             Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| BuildError::Source {
                 instruction: what.to_owned(),
@@ -528,14 +548,20 @@ impl<'a> Solver<'a> {
         let created = self.created_time();
         let req = CopyRequest {
             sources,
-            inline: inline.iter().map(|h| (h.name.clone(), h.content.clone().into_bytes())).collect(),
+            inline: inline
+                .iter()
+                .map(|h| (h.name.clone(), h.content.clone().into_bytes()))
+                .collect(),
             dest,
-            workdir: if st.config.config.working_dir.is_empty() { "/".into() } else { st.config.config.working_dir.clone() },
+            workdir: if st.config.config.working_dir.is_empty() {
+                "/".into()
+            } else {
+                st.config.config.working_dir.clone()
+            },
             chown: chown_ids,
             chmod: chmod_bits,
-            keep_owner: from.is_some() && !matches!(source_id.get("context"), Some(_)),
+            keep_owner: from.is_some() && source_id.get("context").is_none(),
             exclude,
-            unpack_archives: is_add,
             created_mtime: unix_of(&created),
             clamp_mtime: self.req.source_date_epoch,
         };
@@ -544,9 +570,12 @@ impl<'a> Solver<'a> {
             if chain.is_empty() {
                 return false;
             }
-            let view = lowers_cell.get_or_init(|| self.lower_dirs(&chain).ok().map(LayeredView::new));
+            let view =
+                lowers_cell.get_or_init(|| self.lower_dirs(&chain).ok().map(LayeredView::new));
             match view {
-                Some(v) => matches!(crate::fsview::resolve(v, rel, true), Ok(Some((_, e))) if e.kind() == crate::fsview::Kind::Dir),
+                Some(v) => {
+                    matches!(crate::fsview::resolve(v, rel, true), Ok(Some((_, e))) if e.kind() == crate::fsview::Kind::Dir)
+                }
                 None => false,
             }
         };
@@ -555,9 +584,12 @@ impl<'a> Solver<'a> {
         } else {
             (copy::plan(view.as_ref(), &req, &mut dest_is_dir, what)?, None)
         };
-        let content_sum = copy::checksum(&mut planned, &mut self.checksums, req.keep_owner).map_err(|source| {
-            BuildError::Io { op: "checksum COPY sources for", path: PathBuf::from(what), source }
-        })?;
+        let content_sum = copy::checksum(&mut planned, &mut self.checksums, req.keep_owner)
+            .map_err(|source| BuildError::Io {
+                op: "checksum COPY sources for",
+                path: PathBuf::from(what),
+                source,
+            })?;
         let key = key_of(&json!({
             "schema": KEY_SCHEMA,
             "platform": self.req.platform.to_string(),
@@ -577,12 +609,22 @@ impl<'a> Solver<'a> {
         let ctx_node = match &source_input {
             Some(x) => x.clone(),
             None => {
-                let k = key_of(&json!({"schema": KEY_SCHEMA, "op": "context", "source": source_id}));
-                let n = self.node(Node { key: k, inputs: vec![], chain: vec![], has_result: false, created_at: created.clone() });
+                let k =
+                    key_of(&json!({"schema": KEY_SCHEMA, "op": "context", "source": source_id}));
+                let n = self.node(Node {
+                    key: k,
+                    inputs: vec![],
+                    chain: vec![],
+                    has_result: false,
+                    created_at: created.clone(),
+                });
                 (n, String::new())
             }
         };
-        inputs.push(vec![(ctx_node.0, if ctx_node.1.is_empty() { content_sum.clone() } else { ctx_node.1.clone() })]);
+        inputs.push(vec![(
+            ctx_node.0,
+            if ctx_node.1.is_empty() { content_sum.clone() } else { ctx_node.1.clone() },
+        )]);
         if let Some((rec, src)) = self.lookup(&key) {
             self.hits += 1;
             step.cached(src.as_deref());
@@ -590,7 +632,8 @@ impl<'a> Solver<'a> {
             return Ok(());
         }
         self.misses += 1;
-        let (layer, _entries) = self.state.write_layer(&self.layer_compression, |w| copy::write(&planned, w))?;
+        let (layer, _entries) =
+            self.state.write_layer(&self.layer_compression, |w| copy::write(&planned, w))?;
         drop(archive_dir);
         let mut chain = st.chain.clone();
         chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.clone() });
@@ -603,13 +646,19 @@ impl<'a> Solver<'a> {
 
     /// The view for `--from=NAME`: a stage, a named context, or an image context.
     #[allow(clippy::type_complexity)]
-    fn from_view(
+    fn view_from(
         &mut self,
         from: &str,
         what: &str,
-    ) -> Result<(Arc<dyn FsView + Send + Sync>, serde_json::Value, Option<(usize, String)>), BuildError> {
+    ) -> Result<
+        (Arc<dyn FsView + Send + Sync>, serde_json::Value, Option<(usize, String)>),
+        BuildError,
+    > {
         let stage_idx = from.parse::<usize>().ok().or_else(|| {
-            self.df.stages.iter().position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(from)))
+            self.df
+                .stages
+                .iter()
+                .position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(from)))
         });
         let st = if let Some(i) = stage_idx {
             self.stages.get(&i).cloned().ok_or_else(|| BuildError::Source {
@@ -627,7 +676,12 @@ impl<'a> Solver<'a> {
         Ok((Arc::new(LayeredView::new(lowers)), json!({"stage": st.key}), input))
     }
 
-    fn resolve_chown(&self, spec: &str, chain: &[ChainLayer], what: &str) -> Result<(u64, u64), BuildError> {
+    fn resolve_chown(
+        &self,
+        spec: &str,
+        chain: &[ChainLayer],
+        what: &str,
+    ) -> Result<(u64, u64), BuildError> {
         let (u, g) = match spec.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (spec, None),
@@ -654,7 +708,9 @@ impl<'a> Solver<'a> {
         let find = |db: &str, name: &str, field: usize| -> Option<u64> {
             db.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
-                (f.first() == Some(&name)).then(|| f.get(field).and_then(|v| v.parse().ok())).flatten()
+                (f.first() == Some(&name))
+                    .then(|| f.get(field).and_then(|v| v.parse().ok()))
+                    .flatten()
             })
         };
         let uid = numeric(u).or_else(|| find(&passwd, u, 2)).ok_or_else(|| BuildError::Source {
@@ -662,10 +718,14 @@ impl<'a> Solver<'a> {
             message: format!("--chown={spec}: unknown user {u:?} (not in the image's /etc/passwd)"),
         })?;
         let gid = match g {
-            Some(g) => numeric(g).or_else(|| find(&group, g, 2)).ok_or_else(|| BuildError::Source {
-                instruction: what.to_owned(),
-                message: format!("--chown={spec}: unknown group {g:?} (not in the image's /etc/group)"),
-            })?,
+            Some(g) => {
+                numeric(g).or_else(|| find(&group, g, 2)).ok_or_else(|| BuildError::Source {
+                    instruction: what.to_owned(),
+                    message: format!(
+                        "--chown={spec}: unknown group {g:?} (not in the image's /etc/group)"
+                    ),
+                })?
+            }
             None => find(&passwd, u, 3).unwrap_or(uid),
         };
         Ok((uid, gid))
@@ -718,7 +778,8 @@ impl<'a> Solver<'a> {
         self.misses += 1;
         let executor = self.executor()?;
         let created = self.created_time();
-        let rec = runstep::execute(self, st, prepared, executor.as_ref(), &step, what, &key, &created)?;
+        let rec =
+            runstep::execute(self, st, prepared, executor.as_ref(), &step, what, &key, &created)?;
         step.done();
         self.finish_step(st, key, inputs, &rec, ins);
         Ok(())
@@ -747,8 +808,17 @@ fn command(c: &CommandLine, shell: &[String]) -> Vec<String> {
 
 fn healthcheck(h: &df::Healthcheck, shell: &[String]) -> crate::image::HealthConfig {
     match h {
-        df::Healthcheck::None => crate::image::HealthConfig { test: vec!["NONE".into()], ..Default::default() },
-        df::Healthcheck::Cmd { command: c, interval, timeout, start_period, start_interval, retries } => {
+        df::Healthcheck::None => {
+            crate::image::HealthConfig { test: vec!["NONE".into()], ..Default::default() }
+        }
+        df::Healthcheck::Cmd {
+            command: c,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
             let test = match c {
                 CommandLine::Exec(v) => {
                     let mut t = vec!["CMD".to_owned()];

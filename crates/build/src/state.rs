@@ -127,7 +127,11 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), BuildError> {
         .map_err(io_err("create a temp file in", dir))?;
     tmp.write_all(data).map_err(io_err("write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
-    tmp.persist(path).map_err(|e| BuildError::Io { op: "rename into", path: path.into(), source: e.error })?;
+    tmp.persist(path).map_err(|e| BuildError::Io {
+        op: "rename into",
+        path: path.into(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -138,7 +142,7 @@ impl StateDir {
         if let Some(r) = std::env::var_os("STRATA_ROOT").filter(|v| !v.is_empty()) {
             return PathBuf::from(r);
         }
-        if nix_is_root() {
+        if strata_layer::apply::is_root() {
             return PathBuf::from("/var/lib/strata");
         }
         if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -154,10 +158,8 @@ impl StateDir {
         let base = root.join(STATE_VERSION);
         for sub in ["layers", "records", "snapshots", "checksums", "cachemounts", "tmp"] {
             let p = base.join(sub);
-            fs::create_dir_all(&p).map_err(|source| BuildError::StateDir {
-                path: p.clone(),
-                source,
-            })?;
+            fs::create_dir_all(&p)
+                .map_err(|source| BuildError::StateDir { path: p.clone(), source })?;
         }
         let tag = root.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -188,7 +190,10 @@ impl StateDir {
     /// A fresh work directory under `tmp/` (same filesystem as snapshots).
     pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, BuildError> {
         let dir = self.base().join("tmp");
-        tempfile::Builder::new().prefix(prefix).tempdir_in(&dir).map_err(io_err("create a temp dir in", &dir))
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&dir)
+            .map_err(io_err("create a temp dir in", &dir))
     }
 
     /// Where a context's checksum cache lives.
@@ -307,9 +312,11 @@ impl StateDir {
         diff_id: &Digest,
         uncompressed_size: Option<u64>,
     ) -> Result<LayerInfo, BuildError> {
-        let (_, comp) = media::layer_kind(&desc.media_type).ok_or_else(|| {
-            BuildError::UnsupportedLayer { digest: desc.digest.clone(), media_type: desc.media_type.clone() }
-        })?;
+        let (_, comp) =
+            media::layer_kind(&desc.media_type).ok_or_else(|| BuildError::UnsupportedLayer {
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+            })?;
         let estargz = desc.annotation(media::ANNOTATION_STARGZ_TOC).is_some();
         let compression = match comp {
             media::LayerCompression::Uncompressed => Compression::Uncompressed,
@@ -343,7 +350,9 @@ impl StateDir {
 
     /// Opens a layer as an uncompressed tar stream, from whichever blob is stored.
     pub fn open_layer_tar(&self, diff_id: &Digest) -> Result<Box<dyn io::Read>, BuildError> {
-        let info = self.layer_info(diff_id).ok_or_else(|| BuildError::MissingLayer { diff_id: diff_id.clone() })?;
+        let info = self
+            .layer_info(diff_id)
+            .ok_or_else(|| BuildError::MissingLayer { diff_id: diff_id.clone() })?;
         // Prefer the cheapest to decode: plain, then zstd, then gzip.
         let mut blobs: Vec<&StoredBlob> = info.blobs.iter().collect();
         blobs.sort_by_key(|b| match b.compression.as_str() {
@@ -354,8 +363,9 @@ impl StateDir {
         });
         for b in blobs {
             if let Ok(f) = self.store.open_blob(&b.digest) {
-                let r = strata_layer::open_layer_reader(io::BufReader::with_capacity(1 << 20, f), None)
-                    .map_err(BuildError::Compression)?;
+                let r =
+                    strata_layer::open_layer_reader(io::BufReader::with_capacity(1 << 20, f), None)
+                        .map_err(BuildError::Compression)?;
                 return Ok(r);
             }
         }
@@ -369,7 +379,9 @@ impl StateDir {
         diff_id: &Digest,
         opts: &CompressionOptions,
     ) -> Result<(LayerInfo, StoredBlob), BuildError> {
-        let info = self.layer_info(diff_id).ok_or_else(|| BuildError::MissingLayer { diff_id: diff_id.clone() })?;
+        let info = self
+            .layer_info(diff_id)
+            .ok_or_else(|| BuildError::MissingLayer { diff_id: diff_id.clone() })?;
         if let Some(b) = info.blob(opts.compression)
             && matches!(self.store.stat_blob(&b.digest), Ok(Some(_)))
         {
@@ -385,7 +397,10 @@ impl StateDir {
         })?;
         let (blob, layer) = enc.finish().map_err(BuildError::Compression)?;
         if layer.diff_id != *diff_id && opts.compression != Compression::Estargz {
-            return Err(BuildError::DiffIdMismatch { expected: diff_id.clone(), found: layer.diff_id });
+            return Err(BuildError::DiffIdMismatch {
+                expected: diff_id.clone(),
+                found: layer.diff_id,
+            });
         }
         blob.commit()?;
         let stored = StoredBlob {
@@ -401,18 +416,9 @@ impl StateDir {
 
     /// Takes the state lock: shared for builds, exclusive for prune.
     pub fn lock(&self, exclusive: bool) -> Result<strata_oci::LockGuard, BuildError> {
-        let mode = if exclusive { strata_oci::LockMode::Exclusive } else { strata_oci::LockMode::Shared };
+        let mode =
+            if exclusive { strata_oci::LockMode::Exclusive } else { strata_oci::LockMode::Shared };
         let path = self.root.join("state.lock");
         Ok(strata_oci::LockGuard::acquire(&path, mode, Duration::from_secs(3600))?)
-    }
-}
-
-/// Whether this process runs as root (RUN isolation and ownership need it).
-pub fn nix_is_root() -> bool {
-    // SAFETY-free: std has no geteuid, libc's is always safe to call.
-    #[allow(unsafe_code)]
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe {
-        libc::geteuid() == 0
     }
 }
