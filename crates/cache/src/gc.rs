@@ -296,10 +296,15 @@ pub fn prune(
     lock_timeout: Duration,
 ) -> Result<PruneReport> {
     let mut unlocked = false;
-    let _guard = match layout.gc_lock(lock_timeout) {
-        Ok(g) => Some(g),
+    // A dry run writes nothing, not even the lock file: if it does not exist, no strata
+    // export has ever held a lease here. One starting right now can at worst make the
+    // report list its not-yet-indexed manifest as removable; nothing is deleted.
+    let skip_lock = dry_run && !layout.gc_lock_path().exists();
+    let _guard = match if skip_lock { None } else { Some(layout.gc_lock(lock_timeout)) } {
+        None => None,
+        Some(Ok(g)) => Some(g),
         // A dry run only looks; on a read-only cache it cannot create the lock file.
-        Err(StoreError::Io { path, source, .. }) if dry_run => {
+        Some(Err(StoreError::Io { path, source, .. })) if dry_run => {
             tracing::warn!(
                 "dry run without the GC lock: could not open {}: {source}",
                 path.display()
@@ -307,7 +312,7 @@ pub fn prune(
             unlocked = true;
             None
         }
-        Err(e) => return Err(e.into()),
+        Some(Err(e)) => return Err(e.into()),
     };
 
     // Everything below is read after the lock is held, so no strata export is between
