@@ -114,7 +114,9 @@ pub type Result<T, E = GcError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrunePolicy {
     /// Tags that are never dropped for age; `None` keeps every tag (the default).
-    /// Tags not listed are dropped when older than `max_age`, and first under `max_size`.
+    /// Tags not listed (and `index.json` entries without a tag) are dropped when older
+    /// than `max_age`, and go before listed tags under `max_size`. Listing a tag does not
+    /// create it, and does not exempt it from `max_size`.
     pub keep_tags: Option<Vec<String>>,
     /// How many untagged versions to keep, most recently used first; `None` keeps all.
     pub keep_last: Option<usize>,
@@ -122,7 +124,8 @@ pub struct PrunePolicy {
     pub max_size: Option<u64>,
     /// Versions (untagged, or with tags not in `keep_tags`) unused for longer are dropped.
     pub max_age: Option<Duration>,
-    /// Manifest digests that are never dropped (e.g. the version being exported).
+    /// Manifest digests that are never dropped (e.g. the version being exported). They
+    /// do not use up `keep_last` slots.
     pub protect: Vec<Digest>,
 }
 
