@@ -340,17 +340,9 @@ pub(crate) fn export(
     let desc = Descriptor::new(form.media_type(), m.digest.clone(), m.size);
     layout.put_tag(desc.clone(), &opts.tag, timeout).map_err(|e| fail(e.to_string()))?;
     drop(_lease);
-    if opts.reset || opts.gc.is_set() {
-        let mut policy = strata_cache::gc::PrunePolicy::default();
-        policy.protect.push(m.digest.clone());
-        if opts.reset {
-            policy.keep_last = Some(0);
-        }
-        if let Some(k) = opts.gc.keep_last {
-            policy.keep_last = Some(k);
-        }
-        policy.max_size = opts.gc.max_size;
-        policy.max_age = opts.gc.max_age_secs.map(Duration::from_secs);
+    if let Some(policy) =
+        strata_cache::gc::PrunePolicy::for_export(&opts.gc, opts.reset, m.digest.clone())
+    {
         match strata_cache::gc::prune(&layout, &policy, false, timeout) {
             Ok(r) => {
                 step.log(&format!("pruned {} blobs ({} bytes)", r.removed_blobs, r.removed_bytes))
