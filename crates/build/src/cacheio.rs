@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use strata_cache::options::{CacheMode, CompressionType, ExportOptions, ImportOptions};
 use strata_cache::{CacheConfig, CacheConfigBuilder, CacheManifest, GoTime, ManifestForm};
