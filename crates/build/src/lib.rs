@@ -126,8 +126,13 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     let ignore = load_ignore(req)?;
     step.done();
     let context = req.context.as_ref().map(|root| {
-        let filter: Option<fsview::IgnoreFn> =
-            ignore.map(|ig| Box::new(move |rel: &str, is_dir: bool| ig.matches(rel, is_dir)) as _);
+        // An excluded directory that an exception (`!dir/keep`) may re-include stays
+        // visible so COPY descends into it; its children are then filtered one by one.
+        let filter: Option<fsview::IgnoreFn> = ignore.map(|ig| {
+            Box::new(move |rel: &str, is_dir: bool| {
+                ig.matches(rel, is_dir) && !(is_dir && ig.may_contain_exceptions(rel))
+            }) as _
+        });
         Arc::new(fsview::DirView::new(root.clone(), filter))
     });
     let imports = cacheio::Imports::load(&req.cache_from, progress);
