@@ -22,6 +22,8 @@ use crate::state::{ChainLayer, StateDir, StepRecord};
 /// One imported cache version.
 struct Source {
     name: String,
+    /// The cache manifest's digest (what `digest=` selects).
+    digest: Digest,
     layout: Layout,
     manifest: CacheManifest,
     config: CacheConfig,
@@ -95,7 +97,7 @@ fn load_one(o: &ImportOptions) -> Result<Source, String> {
     let by_key = config.records.iter().enumerate().map(|(i, r)| (r.digest.clone(), i)).collect();
     // Best effort: tell `cache prune` this version was used (never fails the build).
     strata_cache::gc::record_use(layout.root(), &digest);
-    Ok(Source { name, layout, manifest, config, by_key, hits: AtomicUsize::new(0) })
+    Ok(Source { name, digest, layout, manifest, config, by_key, hits: AtomicUsize::new(0) })
 }
 
 impl Imports {
@@ -107,10 +109,10 @@ impl Imports {
             match load_one(o) {
                 Ok(s) => {
                     step.log(&format!(
-                        "{} records, {} layers (manifest {})",
+                        "manifest {}: {} records, {} layers",
+                        s.digest,
                         s.config.records.len(),
-                        s.config.layers.len(),
-                        s.manifest.config.digest.short()
+                        s.config.layers.len()
                     ));
                     step.done();
                     sources.push(s);
@@ -152,28 +154,25 @@ impl Imports {
                 let desc = s.manifest.layers.iter().find(|d| &d.digest == blob).ok_or_else(|| {
                     format!("cache {}: layer {blob} is not listed in the manifest; running the step instead", s.name)
                 })?;
-                let diff = desc
+                let tar_diff = desc
                     .annotation(media::ANNOTATION_UNCOMPRESSED)
                     .and_then(|d| Digest::parse(d).ok())
                     .ok_or_else(|| {
                         format!("cache {}: missing uncompressed annotation for {blob}", s.name)
                     })?;
-                if state.layer_info(&diff).is_none_or(|i| {
-                    i.blobs
-                        .iter()
-                        .all(|b| !matches!(state.store().stat_blob(&b.digest), Ok(Some(_))))
-                }) {
-                    // Verify before adopting: a corrupt blob must be a miss, not a wrong image.
-                    s.layout.verify_blob(blob, Some(desc.size)).map_err(|p| {
-                        format!(
-                            "cache {}: layer {blob} is unusable ({p:?}); running the step instead",
-                            s.name
-                        )
-                    })?;
-                    state
-                        .adopt_layer_blob(&s.layout.blob_path(blob), desc, &diff, None)
-                        .map_err(|e| format!("cache {}: {e}; running the step instead", s.name))?;
-                }
+                let diff = if desc.annotation(media::ANNOTATION_STARGZ_TOC).is_some() {
+                    adopt_estargz(s, desc, &tar_diff, state)?
+                } else {
+                    if !has_blob(state, &tar_diff) {
+                        verify_layer(s, desc)?;
+                        state
+                            .adopt_layer_blob(&s.layout.blob_path(blob), desc, &tar_diff, None)
+                            .map_err(|e| {
+                                format!("cache {}: {e}; running the step instead", s.name)
+                            })?;
+                    }
+                    tar_diff
+                };
                 let created = desc
                     .annotation(media::ANNOTATION_CREATED_AT)
                     .map(str::to_owned)
@@ -193,6 +192,196 @@ impl Imports {
     }
 }
 
+/// Whether the state holds some blob of the layer `diff_id`.
+fn has_blob(state: &StateDir, diff_id: &Digest) -> bool {
+    state.layer_info(diff_id).is_some_and(|i| {
+        i.blobs.iter().any(|b| matches!(state.store().stat_blob(&b.digest), Ok(Some(_))))
+    })
+}
+
+/// Verifies a layer blob before adopting it: a corrupt blob must be a miss, never a wrong
+/// image.
+fn verify_layer(s: &Source, desc: &Descriptor) -> Result<(), String> {
+    s.layout.verify_blob(&desc.digest, Some(desc.size)).map_err(|p| {
+        format!(
+            "cache {}: layer {} is unusable: {p}; running the step instead",
+            s.name, desc.digest
+        )
+    })
+}
+
+/// Adopts an eStargz layer blob and returns the diffID of the layer it encodes.
+///
+/// An eStargz blob unpacks to the layer's tar plus a TOC entry, and its descriptor names
+/// that longer stream (`tar_diff`), as BuildKit's importer requires. strata's records,
+/// snapshots and images use the layer without the TOC, so a build that hits this cache
+/// produces the same image as one that ran the steps: strip the TOC to learn that diffID.
+fn adopt_estargz(
+    s: &Source,
+    desc: &Descriptor,
+    tar_diff: &Digest,
+    state: &StateDir,
+) -> Result<Digest, String> {
+    let unusable = |e: String| {
+        format!(
+            "cache {}: eStargz layer {} is unusable: {e}; running the step instead",
+            s.name, desc.digest
+        )
+    };
+    verify_layer(s, desc)?;
+    let path = s.layout.blob_path(&desc.digest);
+    let f = std::fs::File::open(&path).map_err(|e| unusable(format!("{}: {e}", path.display())))?;
+    let r = strata_layer::open_layer_reader(std::io::BufReader::new(f), Some(&desc.media_type))
+        .map_err(|e| unusable(e.to_string()))?;
+    let mut strip = StripEstargzToc::new(r);
+    let mut hasher = strata_oci::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut strip, &mut hasher).map_err(|e| unusable(e.to_string()))?;
+    let (_, layer_diff, size) = hasher.finish();
+    if !strip.stripped() {
+        // Not one of ours (no TOC entry where eStargz puts it): take the stream as it is.
+        if layer_diff != *tar_diff {
+            return Err(unusable(format!("it unpacks to {layer_diff}, not {tar_diff}")));
+        }
+        if !has_blob(state, tar_diff) {
+            state
+                .adopt_layer_blob(&path, desc, tar_diff, None)
+                .map_err(|e| format!("cache {}: {e}; running the step instead", s.name))?;
+        }
+        return Ok(layer_diff);
+    }
+    if !has_blob(state, &layer_diff) {
+        state
+            .adopt_reencoded_blob(&path, desc, &layer_diff, Some(size), Some(tar_diff.clone()))
+            .map_err(|e| format!("cache {}: {e}; running the step instead", s.name))?;
+    }
+    Ok(layer_diff)
+}
+
+/// Reads an eStargz blob's uncompressed stream as the tar it was made from: every entry up
+/// to the TOC entry (`stargz.index.json`, always the last one), then the two zero blocks
+/// that end a tar. strata's eStargz writer copies the entries byte for byte and only drops
+/// the input's end-of-archive blocks, so this gives back the original tar exactly.
+pub(crate) struct StripEstargzToc<R> {
+    inner: R,
+    /// Bytes ready to hand out (a header, or the end-of-archive blocks).
+    pending: Vec<u8>,
+    pos: usize,
+    /// Payload bytes (with padding) of the current entry still to pass through.
+    payload: u64,
+    /// After the first zero block or the TOC: pass the rest through / stop.
+    state: StripState,
+    stripped: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StripState {
+    Entries,
+    PassThrough,
+    Done,
+}
+
+impl<R: std::io::Read> StripEstargzToc<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+            pos: 0,
+            payload: 0,
+            state: StripState::Entries,
+            stripped: false,
+        }
+    }
+
+    /// Whether a TOC entry was found (and dropped).
+    pub(crate) fn stripped(&self) -> bool {
+        self.stripped
+    }
+
+    fn entry_size(h: &[u8; 512]) -> std::io::Result<u64> {
+        let field = &h[124..136];
+        if field[0] & 0x80 != 0 {
+            // GNU base-256 for sizes over 8 GiB.
+            let mut v: u64 = u64::from(field[0] & 0x7f);
+            for &b in &field[1..] {
+                v = v.checked_mul(256).and_then(|v| v.checked_add(u64::from(b))).ok_or_else(
+                    || std::io::Error::new(std::io::ErrorKind::InvalidData, "tar size overflows"),
+                )?;
+            }
+            return Ok(v);
+        }
+        let text: String = field
+            .iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| b as char)
+            .collect::<String>()
+            .trim()
+            .to_owned();
+        if text.is_empty() {
+            return Ok(0);
+        }
+        u64::from_str_radix(&text, 8).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("invalid tar size field {text:?}"),
+            )
+        })
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for StripEstargzToc<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.pos < self.pending.len() {
+                let n = buf.len().min(self.pending.len() - self.pos);
+                buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            match self.state {
+                StripState::Done => return Ok(0),
+                StripState::PassThrough => return self.inner.read(buf),
+                StripState::Entries if self.payload > 0 => {
+                    let max = buf.len().min(usize::try_from(self.payload).unwrap_or(usize::MAX));
+                    let n = self.inner.read(&mut buf[..max])?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    self.payload -= n as u64;
+                    return Ok(n);
+                }
+                StripState::Entries => {
+                    let mut h = [0u8; 512];
+                    match self.inner.read_exact(&mut h) {
+                        Ok(()) => {}
+                        // A tar without end blocks: nothing more to hand out.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            self.state = StripState::Done;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    self.pending.clear();
+                    self.pos = 0;
+                    let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+                    let is_toc = &h[..name_end] == strata_layer::estargz::TOC_TAR_NAME.as_bytes()
+                        && h[345] == 0;
+                    if h.iter().all(|&b| b == 0) {
+                        self.pending.extend_from_slice(&h);
+                        self.state = StripState::PassThrough;
+                    } else if is_toc {
+                        self.pending.resize(1024, 0);
+                        self.stripped = true;
+                        self.state = StripState::Done;
+                    } else {
+                        self.payload = Self::entry_size(&h)?.div_ceil(512) * 512;
+                        self.pending.extend_from_slice(&h);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn compression_of(t: CompressionType) -> Compression {
     match t {
         CompressionType::Uncompressed => Compression::Uncompressed,
@@ -200,6 +389,26 @@ fn compression_of(t: CompressionType) -> Compression {
         CompressionType::Estargz => Compression::Estargz,
         CompressionType::Zstd => Compression::Zstd,
     }
+}
+
+/// The nodes `mode=min` exports results for: as BuildKit, only the final result's own
+/// layer chain, i.e. the steps whose chain is a prefix of it. Other stages (a builder the
+/// final stage copies from) keep their records but no layers. A failed build has no final
+/// result; its last completed step stands in, so that a retry hits what did run.
+fn min_results(solved: &Solved) -> HashSet<usize> {
+    let g = &solved.graph;
+    let with_layers = |i: &usize| g[*i].has_result && !g[*i].chain.is_empty();
+    let last =
+        solved.final_lineage.first().copied().or_else(|| (0..g.len()).rev().find(with_layers));
+    let Some(last) = last else { return HashSet::new() };
+    let top: Vec<&Digest> = g[last].chain.iter().map(|l| &l.diff_id).collect();
+    (0..g.len())
+        .filter(with_layers)
+        .filter(|&i| {
+            let c = &g[i].chain;
+            c.len() <= top.len() && c.iter().zip(&top).all(|(l, t)| l.diff_id == **t)
+        })
+        .collect()
 }
 
 /// What one export did, for the summary.
@@ -234,9 +443,7 @@ pub(crate) fn export(
     }
     let results: HashSet<usize> = match opts.mode {
         CacheMode::Max => (0..solved.graph.len()).filter(|&i| solved.graph[i].has_result).collect(),
-        CacheMode::Min => {
-            solved.final_lineage.iter().copied().filter(|&i| solved.graph[i].has_result).collect()
-        }
+        CacheMode::Min => min_results(solved),
     };
     // Descriptors per diffID in the export's compression, computed once.
     let mut descs: HashMap<Digest, (Descriptor, std::path::PathBuf)> = HashMap::new();
@@ -364,4 +571,61 @@ pub(crate) fn precheck(dest: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use strata_layer::{EntryMeta, LayerWriter};
+
+    use super::*;
+
+    fn sample_tar() -> Vec<u8> {
+        let mut w = LayerWriter::new(Vec::new());
+        w.add_dir("d", &EntryMeta::new(0o755)).unwrap();
+        let long = "x".repeat(150);
+        w.add_file(format!("d/{long}"), &EntryMeta::new(0o644), &b"hello"[..], 5).unwrap();
+        let big = vec![7u8; 70_000];
+        w.add_file("big", &EntryMeta::new(0o600), &big[..], big.len() as u64).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn stripping_the_toc_gives_back_the_original_tar() {
+        let tar = sample_tar();
+        let mut blob = Vec::new();
+        let layer = strata_layer::compression::compress(
+            &tar[..],
+            &CompressionOptions::new(Compression::Estargz),
+            &mut blob,
+        )
+        .unwrap();
+        assert_ne!(layer.diff_id, Digest::of_bytes(&tar), "eStargz adds its TOC entry");
+        let r = strata_layer::open_layer_reader(&blob[..], None).unwrap();
+        let mut strip = StripEstargzToc::new(r);
+        let mut out = Vec::new();
+        strip.read_to_end(&mut out).unwrap();
+        assert!(strip.stripped());
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn a_tar_without_toc_passes_through_unchanged() {
+        let tar = sample_tar();
+        let mut strip = StripEstargzToc::new(&tar[..]);
+        let mut out = Vec::new();
+        strip.read_to_end(&mut out).unwrap();
+        assert!(!strip.stripped());
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn a_bad_size_field_is_an_error_not_a_panic() {
+        let mut h = [0u8; 512];
+        h[0] = b'f';
+        h[124..130].copy_from_slice(b"zzzzzz");
+        let mut out = Vec::new();
+        assert!(StripEstargzToc::new(&h[..]).read_to_end(&mut out).is_err());
+    }
 }

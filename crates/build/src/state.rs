@@ -48,6 +48,13 @@ pub struct StoredBlob {
     /// exports keep such blobs in their compression unless `force-compression`.
     #[serde(default)]
     pub adopted: bool,
+    /// The digest of this blob's own uncompressed stream when it is not the layer's tar:
+    /// an eStargz re-encoding appends its TOC entry, so it unpacks to other bytes. Exported
+    /// descriptors name this one as `containerd.io/uncompressed` (importers check the
+    /// unpacked stream against it), and [`StateDir::open_layer_tar`] strips the TOC to get
+    /// the layer's own tar back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_diff_id: Option<Digest>,
 }
 
 /// What strata knows about one layer (by diffID).
@@ -76,7 +83,8 @@ impl LayerInfo {
     ) -> Descriptor {
         let comp: Compression = blob.compression.parse().unwrap_or(Compression::Gzip);
         let mut d = Descriptor::new(comp.media_type(family), blob.digest.clone(), blob.size);
-        d.set_annotation(media::ANNOTATION_UNCOMPRESSED, self.diff_id.to_string());
+        let uncompressed = blob.tar_diff_id.as_ref().unwrap_or(&self.diff_id);
+        d.set_annotation(media::ANNOTATION_UNCOMPRESSED, uncompressed.to_string());
         if let Some(t) = created_at {
             d.set_annotation(media::ANNOTATION_CREATED_AT, t);
         }
@@ -298,6 +306,7 @@ impl StateDir {
                 size: layer.size,
                 annotations: layer.annotations.clone(),
                 adopted: false,
+                tar_diff_id: None,
             },
         )?;
         Ok((layer, entries))
@@ -311,6 +320,19 @@ impl StateDir {
         desc: &Descriptor,
         diff_id: &Digest,
         uncompressed_size: Option<u64>,
+    ) -> Result<LayerInfo, BuildError> {
+        self.adopt_reencoded_blob(src_path, desc, diff_id, uncompressed_size, None)
+    }
+
+    /// [`Self::adopt_layer_blob`] for a blob whose own uncompressed stream is `tar_diff_id`,
+    /// not the layer `diff_id` (an eStargz re-encoding, see [`StoredBlob::tar_diff_id`]).
+    pub(crate) fn adopt_reencoded_blob(
+        &self,
+        src_path: &Path,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        uncompressed_size: Option<u64>,
+        tar_diff_id: Option<Digest>,
     ) -> Result<LayerInfo, BuildError> {
         let (_, comp) =
             media::layer_kind(&desc.media_type).ok_or_else(|| BuildError::UnsupportedLayer {
@@ -344,6 +366,7 @@ impl StateDir {
                 size: desc.size,
                 annotations,
                 adopted: true,
+                tar_diff_id,
             },
         )
     }
@@ -366,6 +389,9 @@ impl StateDir {
                 let r =
                     strata_layer::open_layer_reader(io::BufReader::with_capacity(1 << 20, f), None)
                         .map_err(BuildError::Compression)?;
+                if b.tar_diff_id.is_some() {
+                    return Ok(Box::new(crate::cacheio::StripEstargzToc::new(r)));
+                }
                 return Ok(r);
             }
         }
@@ -396,6 +422,8 @@ impl StateDir {
             source,
         })?;
         let (blob, layer) = enc.finish().map_err(BuildError::Compression)?;
+        // eStargz appends its TOC entry, so its stream differs from the layer's tar by design
+        // (recorded in `tar_diff_id`); any other codec must round-trip exactly.
         if layer.diff_id != *diff_id && opts.compression != Compression::Estargz {
             return Err(BuildError::DiffIdMismatch {
                 expected: diff_id.clone(),
@@ -409,6 +437,7 @@ impl StateDir {
             size: layer.size,
             annotations: layer.annotations.clone(),
             adopted: false,
+            tar_diff_id: (layer.diff_id != *diff_id).then(|| layer.diff_id.clone()),
         };
         let info = self.put_layer_blob(diff_id, layer.uncompressed_size, stored.clone())?;
         Ok((info, stored))
