@@ -249,12 +249,13 @@ pub(crate) fn prepare(
                     source,
                 })?;
                 materialize(&planned, &root).map_err(|e| err(format!("--mount={raw}: {e}")))?;
-                // A file source mounts as a file.
-                let src_path = if planned.len() == 1 && !matches!(planned[0].content, Content::Dir)
-                {
-                    root.join(&planned[0].dest)
-                } else {
-                    root.clone()
+                // A file source mounts as a file. Ask the source itself: a directory holding
+                // a single file also plans to a single entry, and must still mount as a dir.
+                let source_is_dir = matches!(crate::fsview::resolve(view.as_ref(), &source, true),
+                        Ok(Some((_, e))) if e.kind() == crate::fsview::Kind::Dir);
+                let src_path = match planned.first() {
+                    Some(p) if !source_is_dir && planned.len() == 1 => root.join(&p.dest),
+                    _ => root.clone(),
                 };
                 temps.push(tmp);
                 let readonly = m.readonly
