@@ -39,7 +39,10 @@ fn a_changed_file_reruns_its_step_and_the_later_ones() {
     assert_eq!(cached.len(), 1, "{}", second.log);
     assert!(cached[0].ends_with("COPY a.txt /a.txt"), "{cached:?}");
     assert_eq!(ran.len(), 2, "{}", second.log);
-    assert!(ran[0].ends_with("COPY b.txt /b.txt") && ran[1].ends_with("COPY c.txt /c.txt"), "{ran:?}");
+    assert!(
+        ran[0].ends_with("COPY b.txt /b.txt") && ran[1].ends_with("COPY c.txt /c.txt"),
+        "{ran:?}"
+    );
     assert_eq!(second.read("b.txt"), "changed b");
     assert_ne!(first.digest(), second.digest());
     // A file no step reads does not invalidate anything.
@@ -79,7 +82,10 @@ fn source_date_epoch_makes_fresh_builds_reproducible() {
             .unwrap();
         assert!(o.status.success(), "{}", common::text(&o));
         let md = build_util::read_json(&dir.join("md.json"));
-        (md["containerimage.digest"].as_str().unwrap().to_owned(), build_util::oci_config(&dir.join("oci")))
+        (
+            md["containerimage.digest"].as_str().unwrap().to_owned(),
+            build_util::oci_config(&dir.join("oci")),
+        )
     };
     let (d1, cfg1) = run("state1", "o1");
     // A second, fresh state directory: nothing can be reused, everything is rebuilt.

@@ -2,6 +2,8 @@
 //! `-o type=local` and `-o type=oci,tar=false` and checks the final filesystem and the
 //! image config read back from the OCI layout (index.json → manifest → config).
 
+#![allow(clippy::print_stderr)]
+
 mod build_util;
 mod common;
 
@@ -69,7 +71,8 @@ fn copy_files_dirs_wildcards_and_destinations() {
 
 #[test]
 fn copy_several_sources_needs_a_directory_destination() {
-    let env = Env::new("FROM scratch\nCOPY a.txt b.txt /notadir\n", &[("a.txt", "A"), ("b.txt", "B")]);
+    let env =
+        Env::new("FROM scratch\nCOPY a.txt b.txt /notadir\n", &[("a.txt", "A"), ("b.txt", "B")]);
     let o = env.build(&[]);
     let s = common::text(&o);
     assert!(matches!(o.status.code(), Some(1 | 2)), "{s}");
@@ -342,7 +345,10 @@ fn make_tgz(dir: &std::path::Path, name: &str) {
 
 #[test]
 fn add_extracts_local_archives_and_copies_plain_files() {
-    let env = Env::new("FROM scratch\nADD pkg.tar.gz /opt/\nADD plain.txt /p.txt\n", &[("plain.txt", "P")]);
+    let env = Env::new(
+        "FROM scratch\nADD pkg.tar.gz /opt/\nADD plain.txt /p.txt\n",
+        &[("plain.txt", "P")],
+    );
     make_tgz(&env.ctx, "pkg.tar.gz");
     let b = env.build_ok("out", &[]);
     let t = sorted_tree(&b);

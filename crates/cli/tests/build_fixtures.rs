@@ -44,7 +44,9 @@ fn assert_same(case: &str, strata: &[String], buildkit: &[String], log: &str) {
     if strata != buildkit {
         let only_s: Vec<_> = strata.iter().filter(|l| !buildkit.contains(l)).collect();
         let only_b: Vec<_> = buildkit.iter().filter(|l| !strata.contains(l)).collect();
-        panic!("{case}: strata and BuildKit differ\nonly strata: {only_s:#?}\nonly BuildKit: {only_b:#?}\n{log}");
+        panic!(
+            "{case}: strata and BuildKit differ\nonly strata: {only_s:#?}\nonly BuildKit: {only_b:#?}\n{log}"
+        );
     }
 }
 

@@ -78,7 +78,8 @@ impl Built {
         common::tree(&self.fs())
     }
     pub fn read(&self, p: &str) -> String {
-        std::fs::read_to_string(self.fs().join(p)).unwrap_or_else(|e| panic!("{p}: {e}\n{}", self.log))
+        std::fs::read_to_string(self.fs().join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}\n{}", self.log))
     }
     pub fn exists(&self, p: &str) -> bool {
         std::fs::symlink_metadata(self.fs().join(p)).is_ok()
@@ -160,10 +161,8 @@ pub fn apply_blobs(layout: &Path, blobs: &[String], dest: &Path) {
 pub fn cache_final_chain(cache: &Path, manifest_digest: &str) -> Vec<String> {
     let m = blob_json(cache, manifest_digest);
     let descs = m["manifests"].as_array().unwrap();
-    let cfg_desc = descs
-        .iter()
-        .find(|d| d["mediaType"] == "application/vnd.buildkit.cacheconfig.v0")
-        .unwrap();
+    let cfg_desc =
+        descs.iter().find(|d| d["mediaType"] == "application/vnd.buildkit.cacheconfig.v0").unwrap();
     let cfg = blob_json(cache, cfg_desc["digest"].as_str().unwrap());
     let records = cfg["records"].as_array().unwrap();
     let layers = cfg["layers"].as_array().unwrap();
@@ -178,7 +177,9 @@ pub fn cache_final_chain(cache: &Path, manifest_digest: &str) -> Vec<String> {
     let finals: Vec<&Value> = records
         .iter()
         .enumerate()
-        .filter(|(i, r)| !linked.contains(i) && r["layers"].as_array().is_some_and(|l| !l.is_empty()))
+        .filter(|(i, r)| {
+            !linked.contains(i) && r["layers"].as_array().is_some_and(|l| !l.is_empty())
+        })
         .map(|(_, r)| r)
         .collect();
     assert_eq!(finals.len(), 1, "one final record expected: {cfg}");
@@ -219,9 +220,10 @@ pub fn cached_steps(log: &str) -> Vec<String> {
             && rest.ends_with(" CACHED")
         {
             let n = rest.split_whitespace().next().unwrap();
-            if let Some(title) = lines.iter().find_map(|t| {
-                t.strip_prefix(&format!("#{n} ")).filter(|t| t.starts_with('['))
-            }) {
+            if let Some(title) = lines
+                .iter()
+                .find_map(|t| t.strip_prefix(&format!("#{n} ")).filter(|t| t.starts_with('[')))
+            {
                 out.push(title.to_owned());
             }
         }
@@ -236,7 +238,9 @@ pub fn executed_steps(log: &str) -> Vec<String> {
     for l in &lines {
         let Some(rest) = l.strip_prefix('#') else { continue };
         let Some((n, title)) = rest.split_once(' ') else { continue };
-        if !title.starts_with("[stage") && !title.starts_with('[') || title.starts_with("[internal]") {
+        if !title.starts_with("[stage") && !title.starts_with('[')
+            || title.starts_with("[internal]")
+        {
             continue;
         }
         if title.starts_with("[context") {
