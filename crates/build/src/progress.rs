@@ -42,7 +42,8 @@ pub struct Progress {
 #[derive(Debug)]
 struct Inner {
     next: usize,
-    bar: Option<indicatif_free::Spinner>,
+    /// The live status line on a terminal (tty mode only).
+    bar: Option<indicatif::ProgressBar>,
 }
 
 /// A step being reported; finish it with one of its methods.
@@ -53,14 +54,6 @@ pub struct Step<'a> {
     name: String,
     start: Instant,
     finished: bool,
-}
-
-mod indicatif_free {
-    /// The live view: one status line rewritten in place on stderr.
-    #[derive(Debug, Default)]
-    pub(super) struct Spinner {
-        pub(super) shown: bool,
-    }
 }
 
 impl Progress {
@@ -85,27 +78,29 @@ impl Progress {
         if self.mode == ProgressMode::Quiet {
             return;
         }
-        let mut err = io::stderr().lock();
-        if let Some(bar) = &mut inner.bar
-            && bar.shown
-        {
-            let _ = write!(err, "\r\x1b[2K");
-            bar.shown = false;
+        match &inner.bar {
+            // Printed above the live line, which indicatif redraws below it.
+            Some(bar) => bar.println(text),
+            None => {
+                let _ = writeln!(io::stderr().lock(), "{text}");
+            }
         }
-        let _ = writeln!(err, "{text}");
     }
 
     fn status(&self, inner: &mut Inner, text: &str) {
         if self.mode != ProgressMode::Tty {
             return;
         }
-        let bar = inner.bar.get_or_insert_with(Default::default);
-        let mut err = io::stderr().lock();
-        let width = 100;
-        let t: String = text.chars().take(width).collect();
-        let _ = write!(err, "\r\x1b[2K => {t}");
-        let _ = err.flush();
-        bar.shown = true;
+        let bar = inner.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        });
+        bar.set_message(text.to_owned());
     }
 
     /// Starts a step named like buildx (`[stage-0 2/3] COPY a /a`).
@@ -130,25 +125,21 @@ impl Progress {
 
     /// A warning: shown in every mode, quiet included.
     pub fn warn(&self, text: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut err = io::stderr().lock();
-        if let Some(bar) = &mut inner.bar
-            && bar.shown
-        {
-            let _ = write!(err, "\r\x1b[2K");
-            bar.shown = false;
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let text = format!("WARNING: {text}");
+        match &inner.bar {
+            Some(bar) => bar.println(text),
+            None => {
+                let _ = writeln!(io::stderr().lock(), "{text}");
+            }
         }
-        let _ = writeln!(err, "WARNING: {text}");
     }
 
     /// Clears the live line at the end.
     pub fn finish(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bar) = &mut inner.bar
-            && bar.shown
-        {
-            let _ = write!(io::stderr().lock(), "\r\x1b[2K");
-            bar.shown = false;
+        if let Some(bar) = inner.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }
