@@ -39,10 +39,10 @@ pub use state::StateDir;
 /// What a successful build produced.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
-    /// The image manifest digest.
-    pub image_digest: strata_oci::Digest,
+    /// The image manifest digest (`None` when no output needed the image assembled).
+    pub image_digest: Option<strata_oci::Digest>,
     /// The image config digest.
-    pub config_digest: strata_oci::Digest,
+    pub config_digest: Option<strata_oci::Digest>,
     /// Steps served from a cache.
     pub hits: usize,
     /// Steps executed.
@@ -136,7 +136,31 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
         Arc::new(fsview::DirView::new(root.clone(), filter))
     });
     let imports = cacheio::Imports::load(&req.cache_from, progress);
-    let solver = solver::Solver::new(req, &state, progress, &imports, &df, context);
+    let mut solver = solver::Solver::new(req, &state, progress, &imports, &df, context);
+    // New layers are compressed once, in the encoding most likely needed: gzip when an
+    // image is written (outputs and the metadata file use gzip layers), otherwise the first
+    // cache export's codec, so a zstd export does not pay for gzip and then zstd. eStargz
+    // changes the diffID (its TOC is part of the tar), so its layers start as gzip.
+    let needs_image = !req.outputs.is_empty() || req.metadata_file.is_some();
+    if let Some(e) = exports.first().filter(|_| !needs_image) {
+        use strata_cache::options::CompressionType as C;
+        let c = match e.compression {
+            C::Zstd => Some(strata_layer::Compression::Zstd),
+            C::Uncompressed => Some(strata_layer::Compression::Uncompressed),
+            C::Gzip => Some(strata_layer::Compression::Gzip),
+            C::Estargz => None,
+        };
+        if let Some(c) = c {
+            let mut o = strata_layer::CompressionOptions::new(c);
+            if let Some(l) =
+                e.compression_level.filter(|_| c != strata_layer::Compression::Uncompressed)
+            {
+                o = o.with_level(l);
+            }
+            solver.layer_compression = o;
+        }
+    }
+    let gzip_layers = solver.layer_compression.compression == strata_layer::Compression::Gzip;
     let (result, solved) = solver.solve();
 
     let mut export_error = None;
@@ -167,6 +191,20 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     if let Some(e) = export_error {
         return Err(e);
     }
+    if !needs_image && !gzip_layers {
+        // Nothing asked for the image, and building it would mean gzip-encoding every
+        // layer: skip it (the cache export above is what this build was for).
+        progress.message(&format!(
+            "no --output: image not assembled ({} steps cached, {} executed)",
+            solved.hits, solved.misses
+        ));
+        return Ok(BuildOutcome {
+            image_digest: None,
+            config_digest: None,
+            hits: solved.hits,
+            misses: solved.misses,
+        });
+    }
     let img = output::assemble(&state, &final_state, strata_layer::Compression::Gzip)?;
     if !req.outputs.is_empty() {
         let step = progress.step("exporting to image");
@@ -189,8 +227,8 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
         solved.misses
     ));
     Ok(BuildOutcome {
-        image_digest: img.manifest.digest.clone(),
-        config_digest: img.config.digest.clone(),
+        image_digest: Some(img.manifest.digest.clone()),
+        config_digest: Some(img.config.digest.clone()),
         hits: solved.hits,
         misses: solved.misses,
     })
