@@ -369,6 +369,7 @@ impl<'a> Solver<'a> {
                     format!("{}/{w}", base.trim_end_matches('/'))
                 };
                 cfg.working_dir = format!("/{}", crate::fsview::join(&crate::fsview::clean(&p)));
+                return self.workdir_step(st, ins, label, what);
             }
             K::User(u) => cfg.user = u.clone(),
             K::Cmd(c) => {
@@ -641,6 +642,125 @@ impl<'a> Solver<'a> {
         self.state.put_record(&rec)?;
         step.done();
         self.finish_step(st, key, inputs, &rec, ins);
+        Ok(())
+    }
+
+    /// WORKDIR creates its directory (and missing parents, 0755, owned by USER) in a
+    /// layer, as BuildKit's `llb.Mkdir(wd, 0755, WithParents, WithUser)` does, so the
+    /// directory exists in the image even when no later step writes into it. When it
+    /// already exists nothing is written and the history entry is an empty layer.
+    fn workdir_step(
+        &mut self,
+        st: &mut ImgState,
+        ins: &Instruction,
+        label: &str,
+        what: &str,
+    ) -> Result<(), BuildError> {
+        let wd = st.config.config.working_dir.clone();
+        let created_by = format!("WORKDIR {wd}");
+        let parts = crate::fsview::clean(&wd);
+        let view = if st.chain.is_empty() {
+            None
+        } else {
+            Some(LayeredView::new(self.lower_dirs(&st.chain)?))
+        };
+        let mut missing = Vec::new();
+        for i in 1..=parts.len() {
+            let rel = crate::fsview::join(&parts[..i]);
+            let found = match &view {
+                Some(v) => crate::fsview::resolve(v, &rel, true).map_err(|source| {
+                    BuildError::Io { op: "look up WORKDIR", path: PathBuf::from(&wd), source }
+                })?,
+                None => None,
+            };
+            match found {
+                Some((_, e)) if e.kind() == crate::fsview::Kind::Dir => {}
+                Some(_) => {
+                    return Err(BuildError::Source {
+                        instruction: what.to_owned(),
+                        message: format!(
+                            "WORKDIR {wd}: /{rel} exists and is not a directory (remove it in an earlier step or choose another WORKDIR)"
+                        ),
+                    });
+                }
+                None => missing.push(rel),
+            }
+        }
+        if missing.is_empty() {
+            let time = st.time.clone();
+            self.history(st, created_by, true, &time);
+            return Ok(());
+        }
+        let user = st.config.config.user.clone();
+        let owner = if user.is_empty() {
+            (0, 0)
+        } else {
+            match self.resolve_chown(&user, &st.chain, what) {
+                Ok(ids) => ids,
+                // No /etc/passwd to name root in: root is uid 0 anyway.
+                Err(_) if user == "root" || user == "root:root" => (0, 0),
+                Err(_) => {
+                    return Err(BuildError::Source {
+                        instruction: what.to_owned(),
+                        message: format!(
+                            "WORKDIR {wd}: cannot create it as USER {user:?}: the user is not in the image's /etc/passwd (use a numeric uid:gid)"
+                        ),
+                    });
+                }
+            }
+        };
+        let step = self.progress.step(label);
+        let key = key_of(&json!({
+            "schema": KEY_SCHEMA,
+            "platform": self.req.platform.to_string(),
+            "op": "workdir",
+            "parent": st.key,
+            "path": wd,
+            "create": missing,
+            "owner": [owner.0, owner.1],
+            "epoch": self.req.source_date_epoch,
+        }));
+        let inputs: Vec<Vec<(usize, String)>> =
+            vec![self.parent_inputs(st)].into_iter().filter(|v| !v.is_empty()).collect();
+        let rec = match self.lookup(&key) {
+            Some((rec, src)) => {
+                self.hits += 1;
+                step.cached(src.as_deref());
+                rec
+            }
+            None => {
+                self.misses += 1;
+                let created = self.created_time();
+                let meta = strata_layer::EntryMeta {
+                    mode: 0o755,
+                    uid: owner.0,
+                    gid: owner.1,
+                    mtime: unix_of(&created),
+                    mtime_nanos: None,
+                    xattrs: BTreeMap::new(),
+                };
+                let (layer, _) = self.state.write_layer(&self.layer_compression, |w| {
+                    for d in &missing {
+                        w.add_dir(d, &meta)?;
+                    }
+                    Ok(())
+                })?;
+                let mut chain = st.chain.clone();
+                chain.push(ChainLayer {
+                    diff_id: layer.diff_id.clone(),
+                    created_at: created.clone(),
+                });
+                let rec = StepRecord { key: key.clone(), created_at: created, chain };
+                self.state.put_record(&rec)?;
+                step.done();
+                rec
+            }
+        };
+        self.finish_step(st, key, inputs, &rec, ins);
+        // BuildKit's history names the resolved directory, without the `# buildkit` tag.
+        if let Some(h) = st.config.history.last_mut() {
+            h.created_by = Some(created_by);
+        }
         Ok(())
     }
 

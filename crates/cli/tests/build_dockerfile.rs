@@ -213,9 +213,10 @@ fn metadata_instructions_are_recorded_in_the_config() {
     assert_eq!(cfg["architecture"].as_str().map(str::is_empty), Some(false), "{cfg}");
     assert_eq!(cfg["os"], "linux", "{cfg}");
     assert_eq!(cfg["rootfs"]["type"], "layers", "{cfg}");
-    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(1), "{cfg}");
+    // WORKDIR /app, WORKDIR sub (each creates its directory) and COPY made layers.
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(3), "{cfg}");
 
-    // History: one entry per instruction after FROM; only COPY made a layer.
+    // History: one entry per instruction after FROM; only WORKDIR and COPY made layers.
     let hist = cfg["history"].as_array().unwrap();
     let got: Vec<(String, bool)> = hist
         .iter()
@@ -228,13 +229,54 @@ fn metadata_instructions_are_recorded_in_the_config() {
         .collect();
     assert_eq!(got.len(), 14, "{got:#?}");
     for (i, (by, empty)) in got.iter().enumerate() {
-        let is_copy = by.starts_with("COPY a.txt");
-        assert_eq!(*empty, !is_copy, "history[{i}] {by:?}: {got:#?}");
+        let layer = by.starts_with("COPY a.txt") || by.starts_with("WORKDIR");
+        assert_eq!(*empty, !layer, "history[{i}] {by:?}: {got:#?}");
     }
     assert!(got[0].0.starts_with("ENV PATH=/usr/bin"), "{got:#?}");
     assert!(got[13].0.starts_with("COPY a.txt ."), "{got:#?}");
+    // As BuildKit: the resolved directory.
+    assert_eq!(got[3].0, "WORKDIR /app/sub", "{got:#?}");
     // The manifest lists exactly the layers of the rootfs.
-    assert_eq!(b.manifest()["layers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(b.manifest()["layers"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn workdir_creates_its_directory_owned_by_user() {
+    let env = Env::new(
+        "FROM scratch\n\
+         COPY a.txt /existing/a.txt\n\
+         WORKDIR /existing\n\
+         USER 1000:1001\n\
+         WORKDIR deep/er\n",
+        &[("a.txt", "A")],
+    );
+    let b = env.build_ok("out", &[]);
+    let t = sorted_tree(&b);
+    assert!(t.contains("existing/deep: dir 755") && t.contains("existing/deep/er: dir 755"), "{t}");
+    let cfg = b.config();
+    assert_eq!(cfg["config"]["WorkingDir"], "/existing/deep/er", "{cfg}");
+    // The existing directory needed no layer; the new ones one.
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(2), "{cfg}");
+    let hist = cfg["history"].as_array().unwrap();
+    assert_eq!(hist[1]["empty_layer"], true, "{cfg}");
+    assert_eq!(hist[3]["empty_layer"], Value::Null, "{cfg}");
+    if strata_layer::apply::is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(b.fs().join("existing/deep/er")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1000, 1001));
+        let md = std::fs::metadata(b.fs().join("existing")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (0, 0));
+    }
+    // A rebuild is served from the cache, with the same digest.
+    let again = env.build_ok("again", &[]);
+    assert_eq!(build_util::executed_steps(&again.log), Vec::<String>::new(), "{}", again.log);
+    assert_eq!(again.digest(), b.digest());
+
+    let env = Env::new("FROM scratch\nCOPY a.txt /f\nWORKDIR /f/sub\n", &[("a.txt", "A")]);
+    let o = env.build(&[]);
+    let s = common::text(&o);
+    assert_eq!(o.status.code(), Some(1), "{s}");
+    assert!(s.contains("Dockerfile:3") && s.contains("/f exists and is not a directory"), "{s}");
 }
 
 #[test]
