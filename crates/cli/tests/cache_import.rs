@@ -185,8 +185,10 @@ fn damaged_layers(damage: impl Fn(&Path)) {
     let b = s.fresh("damaged", &[cache_from(&s.dest, "")]);
     assert!(b.text.contains("running the step instead"), "{}", b.text);
     assert!(roots.iter().any(|r| b.text.contains(r.as_str())), "names the blob: {}", b.text);
-    let executed = b.executed();
-    assert!(!executed.is_empty() && executed.len() < s.p.steps, "{}", b.text);
+    // At least the steps that need a damaged root run; later ones hit only if the rerun
+    // produced the same layer (COPY's created parent dirs take the current time, so not
+    // always): either way the files are right.
+    assert!(b.executed().iter().any(|n| n.contains("1/2")), "{}", b.text);
     assert_eq!(b.tree(), want, "never a wrong result");
 }
 
