@@ -299,6 +299,7 @@ impl<'a> Solver<'a> {
             )));
         }
         let mut st = self.base_state(rs, &stage.from_instruction.original)?;
+        let history_start = st.config.history.len();
         let base_env: Vec<(String, String)> = st
             .config
             .config
@@ -315,6 +316,9 @@ impl<'a> Solver<'a> {
             let label = format!("[{} {}/{}] {}", rs.display_name, i + 1, total, ins.original);
             let what = format!("{}:{} {}", self.df.file, ins.line, first_line(&ins.original));
             self.apply(&mut st, &ins, &scope, &label, &what, &mut cmd_set_here)?;
+        }
+        if self.req.source_date_epoch.is_none() {
+            backfill_history_times(&mut st.config.history, history_start);
         }
         Ok(st)
     }
@@ -454,7 +458,7 @@ impl<'a> Solver<'a> {
         };
         st.config.rootfs.diff_ids = st.chain.iter().map(|l| l.diff_id.to_string()).collect();
         let time = st.time.clone();
-        self.history(st, format!("{} # buildkit", ins.original), !added, &time);
+        self.history(st, format!("{} # buildkit", created_by(st, ins)), !added, &time);
     }
 
     fn parent_inputs(&self, st: &ImgState) -> Vec<(usize, String)> {
@@ -563,7 +567,9 @@ impl<'a> Solver<'a> {
             chmod: chmod_bits,
             keep_owner: from.is_some() && source_id.get("context").is_none(),
             exclude,
-            created_mtime: unix_of(&created),
+            // Directories and heredoc files the copy creates get a fixed time, so the same
+            // inputs always give the same layer digest (SOURCE_DATE_EPOCH when set).
+            created_mtime: self.req.source_date_epoch.unwrap_or(0),
             clamp_mtime: self.req.source_date_epoch,
         };
         let chain = st.chain.clone();
@@ -909,6 +915,48 @@ impl<'a> Solver<'a> {
 enum CopyKind {
     Copy(df::Copy),
     Add(df::Add),
+}
+
+/// The history text of a layer step, as BuildKit writes it: RUN shows the command the
+/// shell ran (`RUN /bin/sh -c echo hi`), the others their instruction.
+fn created_by(st: &ImgState, ins: &Instruction) -> String {
+    match &ins.kind {
+        InstructionKind::Run(r) => {
+            let argv = match &r.command {
+                CommandLine::Exec(v) => v.clone(),
+                CommandLine::Shell(cmd) => {
+                    let mut v = st
+                        .config
+                        .config
+                        .shell
+                        .clone()
+                        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                    v.push(cmd.clone());
+                    v
+                }
+            };
+            format!("RUN {}", argv.join(" "))
+        }
+        _ => ins.original.clone(),
+    }
+}
+
+/// Metadata instructions that come before the first layer of a `FROM scratch` stage have
+/// no step time of their own; like BuildKit, they take the time of the next entry that
+/// has one, instead of the epoch.
+fn backfill_history_times(history: &mut [History], from: usize) {
+    const EPOCH: &str = "1970-01-01T00:00:00Z";
+    let mut next: Option<String> = None;
+    for h in history[from..].iter_mut().rev() {
+        match h.created.as_deref() {
+            Some(EPOCH) | None => {
+                if let Some(t) = &next {
+                    h.created = Some(t.clone());
+                }
+            }
+            Some(t) => next = Some(t.to_owned()),
+        }
+    }
 }
 
 fn first_line(s: &str) -> &str {

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("ERROR: {e:#}");
+            eprintln!("ERROR: {}", error_text(&e));
             let usage = e.chain().any(|c| {
                 c.downcast_ref::<strata_build::BuildError>().is_some_and(|b| b.is_usage())
                     || c.downcast_ref::<UsageError>().is_some()
@@ -85,6 +85,24 @@ fn main() -> ExitCode {
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes on one line. Library errors often already include their
+/// cause in their message (`could not open X: No such file`), so a cause whose text is
+/// already there is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// A usage problem found after argument parsing (exit code 2).
