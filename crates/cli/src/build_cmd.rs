@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use strata_build::{BuildRequest, DockerfileSource, NamedContext, Platform, ProgressMode, StateDir};
+use strata_build::{
+    BuildRequest, DockerfileSource, NamedContext, Platform, ProgressMode, StateDir,
+};
 
 use crate::UsageError;
 
@@ -83,22 +85,30 @@ fn split_kv<'a>(flag: &str, v: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
 
 fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
     if a.push {
-        return Err(usage("--push is not supported yet: use --output type=oci,dest=FILE (or type=docker for docker load)"));
+        return Err(usage(
+            "--push is not supported yet: use --output type=oci,dest=FILE (or type=docker for docker load)",
+        ));
     }
     if a.load {
-        return Err(usage("--load is not supported yet: use --output type=docker,dest=FILE and `docker load -i FILE`"));
+        return Err(usage(
+            "--load is not supported yet: use --output type=docker,dest=FILE and `docker load -i FILE`",
+        ));
     }
     let progress = if a.quiet {
         ProgressMode::Quiet
     } else {
-        ProgressMode::parse(&a.progress)
-            .ok_or_else(|| usage(format!("--progress {:?}: expected auto, plain, tty or quiet", a.progress)))?
+        ProgressMode::parse(&a.progress).ok_or_else(|| {
+            usage(format!("--progress {:?}: expected auto, plain, tty or quiet", a.progress))
+        })?
     };
     let host = Platform::host();
     if let Some(p) = &a.platform {
-        let pp = Platform::parse(p).ok_or_else(|| usage(format!("--platform {p:?}: expected os/arch[/variant]")))?;
+        let pp = Platform::parse(p)
+            .ok_or_else(|| usage(format!("--platform {p:?}: expected os/arch[/variant]")))?;
         if !host.runs(&pp) {
-            return Err(usage(format!("--platform {p}: only the host platform {host} can be built here")));
+            return Err(usage(format!(
+                "--platform {p}: only the host platform {host} can be built here"
+            )));
         }
     }
     let stdin_context = a.context == "-";
@@ -129,8 +139,14 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
             }
         }
     }
-    let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
-        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| usage(format!("SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch")))?),
+    let source_date_epoch = match build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+    {
+        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+            usage(format!("SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"))
+        })?),
         _ => None,
     };
     let mut build_contexts = BTreeMap::new();
@@ -146,7 +162,8 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut cache_to = Vec::new();
     for c in &a.cache_to {
-        let (o, warnings) = strata_cache::options::parse_export(c).map_err(|e| usage(e.to_string()))?;
+        let (o, warnings) =
+            strata_cache::options::parse_export(c).map_err(|e| usage(e.to_string()))?;
         for w in warnings {
             eprintln!("WARNING: {w}");
         }
@@ -155,12 +172,17 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
     let mut seen = std::collections::HashSet::new();
     for c in &cache_to {
         if !seen.insert((c.dest.clone(), c.tag.clone())) {
-            return Err(usage(format!("duplicate cache exports [local] to {} (tag {})", c.dest.display(), c.tag)));
+            return Err(usage(format!(
+                "duplicate cache exports [local] to {} (tag {})",
+                c.dest.display(),
+                c.tag
+            )));
         }
     }
     let mut cache_from = Vec::new();
     for c in &a.cache_from {
-        let (o, warnings) = strata_cache::options::parse_import(c).map_err(|e| usage(e.to_string()))?;
+        let (o, warnings) =
+            strata_cache::options::parse_import(c).map_err(|e| usage(e.to_string()))?;
         for w in warnings {
             eprintln!("WARNING: {w}");
         }
@@ -168,7 +190,8 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
     }
     let mut secrets = BTreeMap::new();
     for s in &a.secrets {
-        let pairs = strata_cache::options::split_csv("--secret", s).map_err(|e| usage(e.to_string()))?;
+        let pairs =
+            strata_cache::options::split_csv("--secret", s).map_err(|e| usage(e.to_string()))?;
         let mut id = None;
         let mut src = None;
         for (k, v) in pairs {
@@ -177,7 +200,11 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
                 "src" | "source" => src = Some(PathBuf::from(v)),
                 "type" if v == "file" => {}
                 "env" => return Err(usage("--secret env= is not supported yet; use src=FILE")),
-                other => return Err(usage(format!("--secret: unknown key {other:?}; accepted: id, src, type=file"))),
+                other => {
+                    return Err(usage(format!(
+                        "--secret: unknown key {other:?}; accepted: id, src, type=file"
+                    )));
+                }
             }
         }
         let id = id.ok_or_else(|| usage(format!("--secret {s:?}: id= is required")))?;
@@ -246,10 +273,13 @@ pub(crate) struct PruneStateArgs {
 
 pub(crate) fn prune(a: PruneStateArgs) -> anyhow::Result<ExitCode> {
     let root = a.root.unwrap_or_else(StateDir::default_root);
-    let keep = match &a.keep_storage {
-        Some(s) => Some(strata_cache::options::parse_size(s).ok_or_else(|| usage(format!("--keep-storage {s:?}: expected a size like 10GiB")))?),
-        None => None,
-    };
+    let keep =
+        match &a.keep_storage {
+            Some(s) => Some(strata_cache::options::parse_size(s).ok_or_else(|| {
+                usage(format!("--keep-storage {s:?}: expected a size like 10GiB"))
+            })?),
+            None => None,
+        };
     let freed = strata_build::prune_state(&root, keep)?;
     println!("Total reclaimed space: {}", human(freed));
     Ok(ExitCode::SUCCESS)

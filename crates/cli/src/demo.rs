@@ -107,12 +107,7 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\n== 3. the cache directory (strata cache ls --all)");
     let layout = strata_oci::Layout::open(dir.join("cache"))?;
     for v in strata_cache::inspect::list_versions(&layout, true)? {
-        println!(
-            "{:<12} {}  {} bytes",
-            v.tag.as_deref().unwrap_or("<untagged>"),
-            v.digest,
-            v.size
-        );
+        println!("{:<12} {}  {} bytes", v.tag.as_deref().unwrap_or("<untagged>"), v.digest, v.size);
     }
     let report = strata_cache::verify::verify(&layout, true)?;
     println!("verify: {}", if report.ok() { "ok" } else { "PROBLEMS" });
@@ -122,5 +117,9 @@ pub(crate) fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         first.misses, second.hits, second.misses
     );
     println!("final filesystem: {}/rootfs", dir.display());
-    Ok(if report.ok() && same && second.misses == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() && same && second.misses == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

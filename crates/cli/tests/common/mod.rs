@@ -24,13 +24,25 @@ pub fn can_run(test: &str) -> bool {
     // SAFETY-free: reading the effective uid has no preconditions.
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false);
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc", "/sbin/runc", "/usr/local/bin/runc", "/usr/local/sbin/runc"]
-        .iter()
-        .any(|p| Path::new(p).exists());
+    let runc = [
+        "/usr/sbin/runc",
+        "/usr/bin/runc",
+        "/sbin/runc",
+        "/usr/local/bin/runc",
+        "/usr/local/sbin/runc",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
     if !root || !runc {
-        eprintln!("skipped {test}: RUN needs root and runc (root={root}, runc={runc}); run scripts/setup.sh as root");
+        eprintln!(
+            "skipped {test}: RUN needs root and runc (root={root}, runc={runc}); run scripts/setup.sh as root"
+        );
         return false;
     }
     true
@@ -76,7 +88,8 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 fn walkdir(p: &Path) -> Vec<PathBuf> {
     let mut out = vec![p.to_owned()];
     if p.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for e in entries {
             out.extend(walkdir(&e));
