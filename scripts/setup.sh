@@ -3,6 +3,7 @@
 #   runc            the OCI runtime RUN steps execute in
 #   umoci, skopeo   real tools the tests use to check that strata's OCI output is valid
 #   zstd, pigz      command-line codecs the benchmark compares against
+#   docker-registry, htpasswd (apache2-utils)  a real OCI registry on loopback for the registry tests
 # Safe to run repeatedly: it installs only what is missing. Without root it only reports.
 set -euo pipefail
 
@@ -12,9 +13,11 @@ command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pigz >/dev/null 2>&1 || need+=(pigz)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "setup: runc, umoci, skopeo, zstd and pigz are present"
+  echo "setup: runc, umoci, skopeo, zstd, pigz, docker-registry and htpasswd are present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
