@@ -7,6 +7,8 @@
 //! rather than hard-linked from the state directory, which makes the export take long
 //! enough to be hit; otherwise it runs on the same filesystem.
 
+#![allow(clippy::print_stderr)] // the seed and kill statistics are the diagnostics of a failure
+
 mod common;
 
 use std::io::{BufRead, BufReader};
