@@ -507,3 +507,174 @@ fn note_ingests(layout: &Layout, notes: &mut Vec<String>) {
         notes.push(format!("ingest entry {} ({} bytes): {state}", e.path.display(), e.size));
     }
 }
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairReport {
+    /// The layout's root.
+    pub root: PathBuf,
+    /// Blobs deleted because their content does not hash to their name, with why.
+    pub removed_blobs: Vec<RepairedBlob>,
+    /// Untagged cache manifests deleted because blobs they need are gone or corrupt.
+    pub removed_untagged: Vec<Digest>,
+    /// Ingest entries of writers that are no longer running (or long idle) removed.
+    pub removed_ingests: Vec<PathBuf>,
+    /// `index.json` entries dropped: "tag T (sha256:…): why" per entry.
+    pub dropped_entries: Vec<String>,
+    /// Where the old `index.json` was saved, when an entry was dropped.
+    pub index_backup: Option<PathBuf>,
+    /// Problems [`verify`] still finds afterwards (e.g. an unreadable file); empty when
+    /// the repair left a consistent cache.
+    pub remaining: Vec<VerifyProblem>,
+}
+
+/// One blob [`repair`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairedBlob {
+    /// Its name.
+    pub digest: Digest,
+    /// Why it was deleted (what its content hashes to).
+    pub reason: String,
+}
+
+/// Brings a damaged cache back to a consistent state by removing what cannot be used:
+///
+/// 1. every blob whose content does not hash to its name (a torn copy, bit rot);
+/// 2. ingest entries whose writer is known dead, or idle for longer than
+///    [`crate::gc::INGEST_MIN_AGE`] (containerd's) or a day (a strata writer on another
+///    host);
+/// 3. `index.json` entries whose manifest, config or layers are missing, of the wrong
+///    size or unparseable — after saving the old file as `index.json.bak-<unix time>`;
+/// 4. untagged cache manifests in `blobs/` whose blobs are gone.
+///
+/// Nothing that verifies is touched, and blobs no longer referenced are left for
+/// `strata cache prune`. Runs under [`Layout::gc_lock`] (waiting up to `timeout` for
+/// exports in flight) so an export's blobs are never judged while it is writing them;
+/// `index.json` changes go through [`Layout::update_index`].
+pub fn repair(layout: &Layout, timeout: std::time::Duration) -> Result<RepairReport> {
+    let _gc = layout.gc_lock(timeout)?;
+    let mut report = RepairReport { root: layout.root().to_owned(), ..RepairReport::default() };
+
+    // 1. Content that is not what its name says can never be right for anyone.
+    let walk = layout.walk_blobs()?;
+    let bad: Vec<(Digest, String)> = walk
+        .blobs
+        .par_iter()
+        .filter_map(|b| match layout.verify_blob(&b.digest, None) {
+            Err(BlobProblem::WrongDigest { actual, .. }) => {
+                Some((b.digest.clone(), format!("content hashes to {actual}")))
+            }
+            _ => None,
+        })
+        .collect();
+    for (digest, reason) in bad {
+        remove_file(&layout.blob_path(&digest))?;
+        report.removed_blobs.push(RepairedBlob { digest, reason });
+    }
+
+    // 2. Dead writers' ingest entries.
+    let removed = layout.remove_stale_ingests(crate::gc::INGEST_MIN_AGE)?;
+    report.removed_ingests = removed.into_iter().map(|e| e.path).collect();
+
+    // 3. index.json entries that cannot be imported any more.
+    if let Some(index) = layout.read_index()? {
+        let broken: BTreeMap<Digest, String> = index
+            .manifests
+            .iter()
+            .filter_map(|d| entry_problem(layout, d).map(|why| (d.digest.clone(), why)))
+            .collect();
+        if !broken.is_empty() {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let backup = layout.root().join(format!("index.json.bak-{stamp}"));
+            let index_path = layout.index_path();
+            let dropped = layout.update_index(timeout, |idx| {
+                // Copied under the index lock, so the backup is exactly what is replaced.
+                std::fs::copy(&index_path, &backup).map_err(|source| StoreError::Io {
+                    op: "back up index.json to",
+                    path: backup.clone(),
+                    source,
+                })?;
+                let mut dropped = Vec::new();
+                idx.manifests.retain(|d| match broken.get(&d.digest) {
+                    Some(why) => {
+                        let who = d.annotation(media::ANNOTATION_REF_NAME).unwrap_or("untagged");
+                        dropped.push(format!("tag {who} ({}): {why}", d.digest));
+                        false
+                    }
+                    None => true,
+                });
+                Ok::<_, StoreError>(dropped)
+            })?;
+            report.dropped_entries = dropped;
+            report.index_backup = Some(backup);
+        }
+    }
+
+    // 4. Older exports whose blobs are gone: `verify --all` would keep flagging them.
+    let tagged: HashSet<Digest> = layout
+        .read_index()?
+        .map(|i| i.manifests.iter().map(|d| d.digest.clone()).collect())
+        .unwrap_or_default();
+    for found in scan_cache_manifests(layout, &tagged)? {
+        let desc = Descriptor::new(found.manifest.form.media_type(), found.digest, found.size);
+        if entry_problem(layout, &desc).is_some() {
+            remove_file(&layout.blob_path(&desc.digest))?;
+            report.removed_untagged.push(desc.digest);
+        }
+    }
+
+    drop(_gc);
+    report.remaining = verify(layout, false)?.problems;
+    Ok(report)
+}
+
+fn remove_file(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io { op: "remove", path: path.to_owned(), source }.into()),
+    }
+}
+
+/// Why the version an `index.json` entry names cannot be used, if it cannot. Corrupt
+/// content was already removed, so presence and size decide for layers; manifest and
+/// config must also parse. Entries that are not cache manifests (images) are judged
+/// only by their own blob.
+fn entry_problem(layout: &Layout, desc: &Descriptor) -> Option<String> {
+    let check = |d: &Descriptor, what: &str| -> Option<String> {
+        match layout.stat_blob(&d.digest) {
+            Ok(Some(size)) if size == d.size => None,
+            Ok(Some(size)) => Some(format!("{what} {} is {size} bytes, not {}", d.digest, d.size)),
+            Ok(None) => Some(format!("{what} {} is missing", d.digest)),
+            Err(e) => Some(format!("{what} {}: {e}", d.digest)),
+        }
+    };
+    if let Some(why) = check(desc, "manifest") {
+        return Some(why);
+    }
+    let bytes = match layout.read_blob_limited(&desc.digest, MAX_READ_SIZE as u64) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("manifest {}: {e}", desc.digest)),
+    };
+    let m = match CacheManifest::parse(&bytes) {
+        Ok(m) => m,
+        Err(ManifestError::NoCacheConfig { .. }) => return None,
+        Err(e) => return Some(format!("manifest {} does not parse: {e}", desc.digest)),
+    };
+    if let Some(why) = check(&m.config, "config") {
+        return Some(why);
+    }
+    match layout.read_blob_limited(&m.config.digest, MAX_READ_SIZE as u64) {
+        Ok(b) => {
+            if let Err(e) = CacheConfig::from_json(&b) {
+                return Some(format!("config {} does not parse: {e}", m.config.digest));
+            }
+        }
+        Err(e) => return Some(format!("config {}: {e}", m.config.digest)),
+    }
+    m.layers.iter().find_map(|l| check(l, "layer"))
+}
