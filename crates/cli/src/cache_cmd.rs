@@ -22,7 +22,7 @@ use strata_cache::inspect::{
     VersionDetail, VersionSelector, VersionSummary, inspect_version, list_versions,
     short_media_type,
 };
-use strata_cache::verify::{VerifyReport, verify};
+use strata_cache::verify::{RepairReport, VerifyReport, repair, verify};
 use strata_oci::{Digest, Layout};
 
 /// `strata cache …`: look at a `type=local` cache directory without changing it.
@@ -78,6 +78,11 @@ pub(crate) struct VerifyArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Remove what cannot be used: corrupt blobs, dead writers' ingest entries, and
+    /// index.json entries whose blobs are gone (old index.json kept as
+    /// index.json.bak-<unix time>). Exits 1 if problems remain afterwards.
+    #[arg(long)]
+    pub(crate) repair: bool,
 }
 
 /// Runs a `strata cache` subcommand.
@@ -100,6 +105,13 @@ pub(crate) fn run(cmd: CacheCommand) -> Result<ExitCode> {
             let text = if a.json { json(&detail)? } else { render_inspect(&detail) };
             emit(&text)?;
             Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Verify(a) if a.repair => {
+            let layout = Layout::open(&a.dir)?;
+            let report = repair(&layout, strata_oci::default_lock_timeout())?;
+            let text = if a.json { json(&report)? } else { render_repair(&report) };
+            emit(&text)?;
+            Ok(if report.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         CacheCommand::Verify(a) => {
             let layout = Layout::open(&a.dir)?;
@@ -247,6 +259,48 @@ fn render_inspect(v: &VersionDetail) -> String {
     }
     for w in &v.warnings {
         let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+fn render_repair(r: &RepairReport) -> String {
+    let mut s = String::new();
+    for b in &r.removed_blobs {
+        let _ = writeln!(s, "removed corrupt blob {}: {}", b.digest, b.reason);
+    }
+    for p in &r.removed_ingests {
+        let _ = writeln!(s, "removed stale ingest entry {}", p.display());
+    }
+    for e in &r.dropped_entries {
+        let _ = writeln!(s, "dropped index.json entry {e}");
+    }
+    if let Some(b) = &r.index_backup {
+        let _ = writeln!(s, "previous index.json saved as {}", b.display());
+    }
+    for d in &r.removed_untagged {
+        let _ = writeln!(s, "removed incomplete untagged version {d}");
+    }
+    let changed = !(r.removed_blobs.is_empty()
+        && r.removed_ingests.is_empty()
+        && r.dropped_entries.is_empty()
+        && r.removed_untagged.is_empty());
+    if !changed {
+        let _ = writeln!(s, "nothing to repair in {}", r.root.display());
+    }
+    for p in &r.remaining {
+        let _ = writeln!(s, "still broken: {}", p.message);
+    }
+    if r.remaining.is_empty() {
+        let _ = writeln!(
+            s,
+            "{} is consistent{}",
+            r.root.display(),
+            if changed {
+                "; run `strata cache prune` to reclaim blobs nothing references"
+            } else {
+                ""
+            }
+        );
     }
     s
 }
