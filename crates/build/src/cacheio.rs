@@ -163,7 +163,7 @@ impl Imports {
                 let diff = if desc.annotation(media::ANNOTATION_STARGZ_TOC).is_some() {
                     adopt_estargz(s, desc, &tar_diff, state)?
                 } else {
-                    if !has_blob(state, &tar_diff) {
+                    if !state.has_layer(&tar_diff) {
                         verify_layer(s, desc)?;
                         state
                             .adopt_layer_blob(&s.layout.blob_path(blob), desc, &tar_diff, None)
@@ -190,13 +190,6 @@ impl Imports {
         }
         Ok(None)
     }
-}
-
-/// Whether the state holds some blob of the layer `diff_id`.
-fn has_blob(state: &StateDir, diff_id: &Digest) -> bool {
-    state.layer_info(diff_id).is_some_and(|i| {
-        i.blobs.iter().any(|b| matches!(state.store().stat_blob(&b.digest), Ok(Some(_))))
-    })
 }
 
 /// Verifies a layer blob before adopting it: a corrupt blob must be a miss, never a wrong
@@ -242,14 +235,14 @@ fn adopt_estargz(
         if layer_diff != *tar_diff {
             return Err(unusable(format!("it unpacks to {layer_diff}, not {tar_diff}")));
         }
-        if !has_blob(state, tar_diff) {
+        if !state.has_layer(tar_diff) {
             state
                 .adopt_layer_blob(&path, desc, tar_diff, None)
                 .map_err(|e| format!("cache {}: {e}; running the step instead", s.name))?;
         }
         return Ok(layer_diff);
     }
-    if !has_blob(state, &layer_diff) {
+    if !state.has_layer(&layer_diff) {
         state
             .adopt_reencoded_blob(&path, desc, &layer_diff, Some(size), Some(tar_diff.clone()))
             .map_err(|e| format!("cache {}: {e}; running the step instead", s.name))?;

@@ -639,11 +639,28 @@ impl<'a> Solver<'a> {
             return Ok(());
         }
         self.misses += 1;
-        let (layer, _entries) =
-            self.state.write_layer(&self.layer_compression, |w| copy::write(&planned, w))?;
+        // Copying a stage's output often yields exactly a layer that stage already made
+        // (`RUN … > /gen` then `COPY --from=gen /gen/ /gen/`). One hashing pass over the
+        // tar (no compression) finds it, and the stored blob is reused, as BuildKit shares
+        // one blob between the two; otherwise the layer is compressed as usual.
+        let existing = if source_input.is_some() {
+            let diff = self.state.dry_diff_id(|w| copy::write(&planned, w))?;
+            self.state.has_layer(&diff).then_some(diff)
+        } else {
+            None
+        };
+        let diff_id = match existing {
+            Some(d) => d,
+            None => {
+                self.state
+                    .write_layer(&self.layer_compression, |w| copy::write(&planned, w))?
+                    .0
+                    .diff_id
+            }
+        };
         drop(archive_dir);
         let mut chain = st.chain.clone();
-        chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.clone() });
+        chain.push(ChainLayer { diff_id, created_at: created.clone() });
         let rec = StepRecord { key: key.clone(), created_at: created, chain };
         self.state.put_record(&rec)?;
         step.done();

@@ -238,11 +238,8 @@ impl StateDir {
             return None;
         }
         // A record whose blobs were pruned is a miss, never a failed build.
-        for l in &rec.chain {
-            let info = self.layer_info(&l.diff_id)?;
-            if !info.blobs.iter().any(|b| matches!(self.store.stat_blob(&b.digest), Ok(Some(_)))) {
-                return None;
-            }
+        if !rec.chain.iter().all(|l| self.has_layer(&l.diff_id)) {
+            return None;
         }
         Some(rec)
     }
@@ -310,6 +307,25 @@ impl StateDir {
             },
         )?;
         Ok((layer, entries))
+    }
+
+    /// The diffID the tar `fill` writes would have, computed without storing anything
+    /// (to find an identical layer that is already stored).
+    pub fn dry_diff_id<F>(&self, fill: F) -> Result<Digest, BuildError>
+    where
+        F: FnOnce(&mut LayerWriter<strata_oci::HashingWriter<io::Sink>>) -> Result<(), BuildError>,
+    {
+        let mut tw = LayerWriter::new(strata_oci::HashingWriter::new(io::sink()));
+        fill(&mut tw)?;
+        let (_, digest, _) = tw.finish().map_err(BuildError::LayerWrite)?.finish();
+        Ok(digest)
+    }
+
+    /// Whether a layer is stored (some encoding of it is present in the store).
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_info(diff_id).is_some_and(|i| {
+            i.blobs.iter().any(|b| matches!(self.store.stat_blob(&b.digest), Ok(Some(_))))
+        })
     }
 
     /// Stores a layer blob taken from elsewhere (a base image, an imported cache) after
