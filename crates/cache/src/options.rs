@@ -241,6 +241,12 @@ pub fn split_csv(flag: &'static str, value: &str) -> Result<Vec<(String, String)
     let mut chars = value.chars().peekable();
     let mut in_quotes = false;
     let mut field_started_quoted = false;
+    // Go's csv reader (without LazyQuotes, as buildx uses it) rejects a quote inside an
+    // unquoted field and anything between a closing quote and the next comma; accepting
+    // them would turn `dest="x` into a directory literally named `"x`.
+    let bare = r#"bare " in non-quoted field"#;
+    let extraneous = r#"extraneous or missing " in quoted field"#;
+    let mut closed = false;
     while let Some(c) = chars.next() {
         match c {
             '"' if in_quotes => {
@@ -249,16 +255,22 @@ pub fn split_csv(flag: &'static str, value: &str) -> Result<Vec<(String, String)
                     cur.push('"');
                 } else {
                     in_quotes = false;
+                    closed = true;
                 }
             }
             '"' if cur.is_empty() && !field_started_quoted => {
                 in_quotes = true;
                 field_started_quoted = true;
             }
+            '"' if !in_quotes => {
+                return Err(syntax(if field_started_quoted { extraneous } else { bare }));
+            }
             ',' if !in_quotes => {
                 fields.push(std::mem::take(&mut cur));
                 field_started_quoted = false;
+                closed = false;
             }
+            _ if closed => return Err(syntax(extraneous)),
             _ => cur.push(c),
         }
     }
@@ -601,6 +613,12 @@ mod tests {
         let p = split_csv("--cache-to", r#"type=local,"dest=a,b",mode=max"#).unwrap();
         assert_eq!(p[1], ("dest".into(), "a,b".into()));
         assert!(split_csv("--cache-to", r#""dest=a"#).is_err());
+        // Go's csv rules: no bare quotes, nothing after a closing quote.
+        for bad in [r#"type=local,dest="unterminated"#, r#"dest=a"b"#, r#""dest=a"b,x=y"#] {
+            let err = split_csv("--cache-to", bad).unwrap_err().to_string();
+            assert!(err.contains("quote") || err.contains('"'), "{bad}: {err}");
+        }
+        assert_eq!(split_csv("--cache-to", r#""a=""x""""#).unwrap()[0].1, r#""x""#);
         assert_eq!(parse_size("5GiB"), Some(5 * 1024 * 1024 * 1024));
         assert_eq!(parse_size("500MB"), Some(500_000_000));
         assert_eq!(parse_duration("7d"), Some(7 * 86400));
