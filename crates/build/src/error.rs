@@ -38,6 +38,9 @@ pub enum BuildError {
     /// The blob store failed.
     #[error(transparent)]
     Store(#[from] strata_oci::StoreError),
+    /// A registry request failed (the message names the registry and the reference).
+    #[error(transparent)]
+    Registry(#[from] strata_registry::RegistryError),
     /// Compression failed.
     #[error(transparent)]
     Compression(#[from] strata_layer::CompressionError),

@@ -19,6 +19,7 @@ mod image;
 mod output;
 mod platform;
 mod progress;
+mod remote;
 mod request;
 mod runstep;
 mod snapshot;

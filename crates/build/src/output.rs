@@ -41,6 +41,13 @@ pub enum Output {
         /// Destination file.
         dest: PathBuf,
     },
+    /// `type=image,push=true` / `type=registry` / `--push`: the image pushed to a registry
+    /// under each name (`-t` values when `name=` is not given).
+    Push {
+        /// `name=` values (several may be comma-separated inside quotes, as in buildx);
+        /// empty means the `-t` tags.
+        names: Vec<String>,
+    },
 }
 
 /// Parses one `-o` value (buildx syntax; a bare path means `type=local,dest=PATH`).
@@ -52,6 +59,8 @@ pub fn parse_output(value: &str) -> Result<Output, String> {
     let mut ty = None;
     let mut dest = None;
     let mut tar = true;
+    let mut push = false;
+    let mut names: Vec<String> = Vec::new();
     for (k, v) in &pairs {
         match k.as_str() {
             "type" => ty = Some(v.clone()),
@@ -63,12 +72,17 @@ pub fn parse_output(value: &str) -> Result<Output, String> {
                     _ => return Err(format!("--output: tar={v:?}: expected true or false")),
                 }
             }
-            "name" | "annotation" | "oci-mediatypes" | "compression" | "compression-level"
-            | "force-compression" | "rewrite-timestamp" | "push" => {
-                if k == "push" && v == "true" {
-                    return Err("--output push=true: pushing to a registry is not supported yet; use --output type=oci,dest=FILE".into());
+            "push" => {
+                push = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("--output: push={v:?}: expected true or false")),
                 }
             }
+            "name" => names
+                .extend(v.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from)),
+            "annotation" | "oci-mediatypes" | "compression" | "compression-level"
+            | "force-compression" | "rewrite-timestamp" => {}
             other => {
                 return Err(format!(
                     "--output: unknown key {other:?}; accepted keys: type, dest, tar, name"
@@ -84,11 +98,13 @@ pub fn parse_output(value: &str) -> Result<Output, String> {
         "docker" => Ok(Output::Docker { dest: need_dest(dest)? }),
         "local" => Ok(Output::Local { dest: need_dest(dest)? }),
         "tar" => Ok(Output::Tar { dest: need_dest(dest)? }),
-        "image" | "registry" => Err(format!(
-            "--output type={ty}: pushing images to a registry is not supported yet; use --output type=oci,dest=FILE"
-        )),
+        "registry" => Ok(Output::Push { names }),
+        "image" if push => Ok(Output::Push { names }),
+        "image" => Err(
+            "--output type=image without push=true: strata has no local image store; add push=true to push it to a registry, or use --output type=oci,dest=FILE".into(),
+        ),
         other => {
-            Err(format!("--output: unknown type {other:?}; supported: oci, docker, local, tar"))
+            Err(format!("--output: unknown type {other:?}; supported: oci, docker, local, tar, image (push=true), registry"))
         }
     }
 }
@@ -209,7 +225,48 @@ pub(crate) fn write_outputs(
             Output::Docker { dest } => write_image_tar(state, img, dest, tags, true)?,
             Output::Local { dest } => write_local(state, st, dest)?,
             Output::Tar { dest } => write_fs_tar(state, st, dest)?,
+            Output::Push { names } => {
+                let names = if names.is_empty() { tags } else { names.as_slice() };
+                push_image(state, img, names)?
+            }
         }
+    }
+    Ok(())
+}
+
+/// Pushes `img` under each of `names`: layers and config first (skipping blobs the
+/// repository has, mounting ones another repository of the registry has), the manifest last,
+/// so a reader never sees a manifest whose blobs are missing and an interrupted push leaves
+/// only unreferenced blobs that the next push finds and skips.
+fn push_image(state: &StateDir, img: &BuiltImage, names: &[String]) -> Result<(), BuildError> {
+    if names.is_empty() {
+        return Err(BuildError::Usage(
+            "push: no image name; give -t NAME or --output type=image,name=NAME,push=true".into(),
+        ));
+    }
+    let registry = crate::remote::registry()?;
+    let manifest = state.store().read_blob_limited(&img.manifest.digest, 16 << 20)?;
+    for name in names {
+        let r = strata_registry::ImageRef::parse(name)
+            .map_err(|e| BuildError::Output { dest: name.clone(), message: e.to_string() })?;
+        let push_err = |e: strata_registry::RegistryError| BuildError::Output {
+            dest: r.to_string(),
+            message: format!("push failed: {e}"),
+        };
+        let mut uploaded = 0;
+        for d in img.layers.iter().chain(std::iter::once(&img.config)) {
+            let from = crate::remote::source_of(&d.digest);
+            let path = state.store().blob_path(&d.digest);
+            if registry
+                .put_blob_file(&r, &d.digest, d.size, &path, from.as_ref())
+                .map_err(push_err)?
+            {
+                uploaded += 1;
+            }
+            crate::remote::note_blob(&r, &d.digest);
+        }
+        registry.put_manifest(&r, &manifest, &img.manifest.media_type).map_err(push_err)?;
+        tracing::info!(image = %r, uploaded, "pushed");
     }
     Ok(())
 }

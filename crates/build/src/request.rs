@@ -105,4 +105,7 @@ pub struct BuildRequest {
     pub progress: ProgressMode,
     /// `--metadata-file`.
     pub metadata_file: Option<PathBuf>,
+    /// `--pull`: re-resolve registry tags instead of using the digests remembered in the
+    /// state directory.
+    pub pull: bool,
 }

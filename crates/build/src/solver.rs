@@ -231,7 +231,8 @@ impl<'a> Solver<'a> {
         }
     }
 
-    /// The image state of a named context (`--build-context NAME=oci-layout://…`).
+    /// The image state of a named context (`--build-context NAME=oci-layout://…`), else of
+    /// the registry image `name`.
     fn named_state(&mut self, name: &str, what: &str) -> Result<ImgState, BuildError> {
         if let Some(s) = self.named.get(name) {
             return Ok(s.clone());
@@ -272,10 +273,40 @@ impl<'a> Solver<'a> {
                 )));
             }
             None => {
-                return Err(BuildError::Base(format!(
-                    "{what}: image {name:?} is not available: pulling from registries is not supported yet; \
-                     pass it as a local OCI layout with --build-context {name}=oci-layout://DIR[:TAG|@sha256:…]"
-                )));
+                let image = strata_registry::ImageRef::parse(name)
+                    .map_err(|e| BuildError::Base(format!("{what}: {e}")))?;
+                let step = self.progress.step(format!("[internal] load metadata for {image}"));
+                let registry = crate::remote::registry()?;
+                let (img, top) = base::load_registry(
+                    self.state,
+                    &registry,
+                    &image,
+                    &self.req.platform,
+                    self.req.pull,
+                )
+                .map_err(|e| match e {
+                    BuildError::Registry(r) => BuildError::Base(format!("{what}: {r}")),
+                    e => e,
+                })?;
+                tracing::debug!(%image, manifest = %top, "base image resolved");
+                let key = key_of(
+                    &json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "image", "manifest": img.manifest_digest.to_string()}),
+                );
+                let node = self.node(Node {
+                    key: key.clone(),
+                    inputs: vec![],
+                    chain: img.chain.clone(),
+                    has_result: false,
+                    created_at: img.time.clone(),
+                });
+                step.done();
+                ImgState {
+                    key,
+                    chain: img.chain,
+                    config: img.config,
+                    node: Some(node),
+                    time: img.time,
+                }
             }
         };
         self.named.insert(name.to_owned(), st.clone());

@@ -10,6 +10,7 @@
 //!   records/<hex>.json    per step cache key: the result's layer chain and creation time
 //!   snapshots/<hex>/      a layer extracted in overlayfs form, for RUN lower dirs
 //!   checksums/<hex>.json  context file checksums (inode, size, mtime, ctime → sha256)
+//!   resolved/<hex>.json   registry tag → manifest digest, so rebuilds need no re-resolve
 //!   cachemounts/<id>/     RUN --mount=type=cache directories
 //!   tmp/                  work dirs on the same filesystem, for atomic renames
 //! ```
@@ -164,7 +165,8 @@ impl StateDir {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, BuildError> {
         let root: PathBuf = root.into();
         let base = root.join(STATE_VERSION);
-        for sub in ["layers", "records", "snapshots", "checksums", "cachemounts", "tmp"] {
+        for sub in ["layers", "records", "snapshots", "checksums", "cachemounts", "resolved", "tmp"]
+        {
             let p = base.join(sub);
             fs::create_dir_all(&p)
                 .map_err(|source| BuildError::StateDir { path: p.clone(), source })?;
@@ -208,6 +210,11 @@ impl StateDir {
     pub fn checksum_path(&self, context_root: &Path) -> PathBuf {
         let key = Digest::of_bytes(context_root.as_os_str().as_encoded_bytes());
         self.base().join("checksums").join(format!("{}.json", key.hex()))
+    }
+
+    /// Where a registry tag's resolution is remembered (`key`: a hex digest of the reference).
+    pub(crate) fn resolved_path(&self, key: &str) -> PathBuf {
+        self.base().join("resolved").join(format!("{key}.json"))
     }
 
     /// Where a cache mount's directory lives.

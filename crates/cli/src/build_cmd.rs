@@ -61,9 +61,14 @@ pub(crate) struct BuildArgs {
     /// Target platform (only the host platform can be built).
     #[arg(long)]
     platform: Option<String>,
-    /// Push the image (not supported yet).
+    /// Push the image to the registry each -t names (shorthand for
+    /// `--output type=image,push=true`).
     #[arg(long)]
     push: bool,
+    /// Re-resolve FROM image tags in their registries instead of using the digests
+    /// remembered from earlier builds.
+    #[arg(long)]
+    pull: bool,
     /// Load the image into Docker (not supported yet).
     #[arg(long)]
     load: bool,
@@ -84,10 +89,8 @@ fn split_kv<'a>(flag: &str, v: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
 }
 
 fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
-    if a.push {
-        return Err(usage(
-            "--push is not supported yet: use --output type=oci,dest=FILE (or type=docker for docker load)",
-        ));
+    if a.push && a.tags.is_empty() {
+        return Err(usage("--push needs an image name: add -t REGISTRY/REPO[:TAG]"));
     }
     if a.load {
         return Err(usage(
@@ -155,11 +158,21 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
         let nc = NamedContext::parse(v).map_err(|e| usage(format!("--build-context {k}: {e}")))?;
         build_contexts.insert(k.to_owned(), nc);
     }
-    let outputs = a
+    let mut outputs = a
         .outputs
         .iter()
         .map(|o| strata_build::parse_output(o).map_err(usage))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if a.push && !outputs.iter().any(|o| matches!(o, strata_build::Output::Push { .. })) {
+        outputs.push(strata_build::Output::Push { names: Vec::new() });
+    }
+    if outputs.iter().any(|o| matches!(o, strata_build::Output::Push { names } if names.is_empty()))
+        && a.tags.is_empty()
+    {
+        return Err(usage(
+            "--output type=image,push=true needs an image name: add name=REGISTRY/REPO[:TAG] or -t",
+        ));
+    }
     let mut cache_to = Vec::new();
     for c in &a.cache_to {
         let (o, warnings) =
@@ -230,6 +243,7 @@ fn parse_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
         platform: host,
         progress,
         metadata_file: a.metadata_file,
+        pull: a.pull,
     })
 }
 

@@ -81,6 +81,7 @@ fn request(
         platform: Platform::host(),
         progress: ProgressMode::Plain,
         metadata_file: None,
+        pull: false,
     })
 }
 

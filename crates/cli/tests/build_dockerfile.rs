@@ -489,7 +489,7 @@ fn errors_are_clear_and_have_the_right_exit_code() {
             dockerfile: "FROM scratch\n",
             args: &["--push"],
             codes: &[2],
-            want: &["--push", "not supported yet"],
+            want: &["--push", "-t"],
         },
         ErrCase {
             name: "--load",
