@@ -53,7 +53,7 @@ pub enum OptionError {
         message: String,
     },
     /// A backend that strata does not implement yet.
-    #[error("{flag}: cache type {backend:?} is not supported yet (supported: local)")]
+    #[error("{flag}: cache type {backend:?} is not supported yet (supported: local, registry)")]
     Unsupported {
         /// `--cache-to` or `--cache-from`.
         flag: &'static str,
@@ -139,18 +139,45 @@ impl GcPolicy {
     }
 }
 
-/// A parsed `--cache-to type=local,…`.
+/// Where a cache lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `type=local`: an OCI layout directory (`dest` / `src`).
+    #[default]
+    Local,
+    /// `type=registry,ref=HOST/REPO[:TAG|@DIGEST]`: the same manifest, config and layers in
+    /// a registry repository (`dest` / `src` then hold the ref, for messages).
+    Registry {
+        /// The `ref=` value.
+        reference: String,
+    },
+}
+
+impl Backend {
+    /// The registry ref, for `type=registry`.
+    pub fn registry_ref(&self) -> Option<&str> {
+        match self {
+            Self::Local => None,
+            Self::Registry { reference } => Some(reference),
+        }
+    }
+}
+
+/// A parsed `--cache-to type=local,…` or `type=registry,…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportOptions {
-    /// `dest`.
+    /// `dest` (for `type=registry`: the ref, for messages).
     pub dest: PathBuf,
+    /// Local directory or registry.
+    pub backend: Backend,
     /// `mode`.
     pub mode: CacheMode,
     /// `tag` (default `latest`).
     pub tag: String,
     /// `oci-mediatypes` (default true).
     pub oci_mediatypes: bool,
-    /// `image-manifest` (default false for `type=local`, as the seed's table says).
+    /// `image-manifest` (default false for `type=local`, as the seed's table says; true for
+    /// `type=registry`, since registries reject the index form).
     pub image_manifest: bool,
     /// `compression`.
     pub compression: CompressionType,
@@ -166,11 +193,13 @@ pub struct ExportOptions {
     pub gc: GcPolicy,
 }
 
-/// A parsed `--cache-from type=local,…`.
+/// A parsed `--cache-from type=local,…` or `type=registry,ref=…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportOptions {
-    /// `src` (or `ref`, which the seed's own example uses).
+    /// `src` (or `ref`, which the seed's own example uses; for `type=registry`: the ref).
     pub src: PathBuf,
+    /// Local directory or registry.
+    pub backend: Backend,
     /// `digest`: import this version, bypassing index.json.
     pub digest: Option<Digest>,
     /// `tag` (default `latest`).
@@ -197,6 +226,17 @@ const EXPORT_KEYS: &[&str] = &[
     "max-age",
 ];
 const IMPORT_KEYS: &[&str] = &["type", "src", "ref", "digest", "tag"];
+const REGISTRY_EXPORT_KEYS: &[&str] = &[
+    "type",
+    "ref",
+    "mode",
+    "oci-mediatypes",
+    "image-manifest",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "ignore-error",
+];
 /// Keys that belong to other backends (registry, s3, gha, azblob): BuildKit ignores them.
 const OTHER_BACKEND_KEYS: &[&str] = &[
     "scope",
@@ -349,14 +389,15 @@ fn backend_of(flag: &'static str, pairs: &[(String, String)]) -> Result<String, 
     let ty = pairs.iter().rev().find(|(k, _)| k == "type").map(|(_, v)| v.as_str());
     match ty {
         Some("local") => Ok("local".into()),
-        Some(other @ ("registry" | "s3" | "gha" | "inline" | "azblob")) => {
+        Some("registry") => Ok("registry".into()),
+        Some(other @ ("s3" | "gha" | "inline" | "azblob")) => {
             Err(OptionError::Unsupported { flag, backend: other.to_owned() })
         }
         Some(other) => Err(OptionError::BadValue {
             flag,
             key: "type".into(),
             value: other.to_owned(),
-            expected: "local (registry, s3, gha, inline and azblob are not supported yet)".into(),
+            expected: "local or registry (s3, gha, inline and azblob are not supported yet)".into(),
         }),
         None => Err(OptionError::Missing {
             flag,
@@ -374,9 +415,12 @@ pub fn parse_export(value: &str) -> Result<(ExportOptions, Warnings), OptionErro
         return Err(OptionError::Missing { flag: FLAG, message: "empty value".into() });
     }
     let backend = backend_of(FLAG, &pairs)?;
+    let registry = backend == "registry";
     let mut warnings = Vec::new();
+    let mut reference = None;
     let mut o = ExportOptions {
         dest: PathBuf::new(),
+        backend: Backend::Local,
         mode: CacheMode::Min,
         tag: "latest".into(),
         oci_mediatypes: true,
@@ -396,8 +440,21 @@ pub fn parse_export(value: &str) -> Result<(ExportOptions, Warnings), OptionErro
             value: v.clone(),
             expected: expected.into(),
         };
+        if registry
+            && !REGISTRY_EXPORT_KEYS.contains(&k.as_str())
+            && EXPORT_KEYS.contains(&k.as_str())
+        {
+            return Err(OptionError::Conflict {
+                flag: FLAG,
+                message: format!(
+                    "key {k:?} is not supported for type=registry (accepted: {}); put the tag in ref=HOST/REPO:TAG",
+                    REGISTRY_EXPORT_KEYS.join(", ")
+                ),
+            });
+        }
         match k.as_str() {
             "type" => {}
+            "ref" if registry => reference = Some(v.clone()),
             "dest" => dest = Some(PathBuf::from(v)),
             "mode" => {
                 o.mode = match v.as_str() {
@@ -449,10 +506,24 @@ pub fn parse_export(value: &str) -> Result<(ExportOptions, Warnings), OptionErro
             }
         }
     }
-    o.dest = dest.filter(|d| !d.as_os_str().is_empty()).ok_or(OptionError::Missing {
-        flag: FLAG,
-        message: "local cache exporter requires dest".into(),
-    })?;
+    if registry {
+        let r = reference.filter(|r| !r.is_empty()).ok_or(OptionError::Missing {
+            flag: FLAG,
+            message: "registry cache exporter requires ref".into(),
+        })?;
+        // Registries reject the index form (spec §11): the image-manifest form unless the
+        // user says otherwise.
+        if !pairs.iter().any(|(k, _)| k == "image-manifest") {
+            o.image_manifest = o.oci_mediatypes;
+        }
+        o.dest = PathBuf::from(&r);
+        o.backend = Backend::Registry { reference: r };
+    } else {
+        o.dest = dest.filter(|d| !d.as_os_str().is_empty()).ok_or(OptionError::Missing {
+            flag: FLAG,
+            message: "local cache exporter requires dest".into(),
+        })?;
+    }
     if o.image_manifest && !o.oci_mediatypes {
         return Err(OptionError::Conflict {
             flag: FLAG,
@@ -487,6 +558,7 @@ pub fn parse_import(value: &str) -> Result<(ImportOptions, Warnings), OptionErro
         return Err(OptionError::Missing { flag: FLAG, message: "empty value".into() });
     }
     let backend = backend_of(FLAG, &pairs)?;
+    let registry = backend == "registry";
     let mut warnings = Vec::new();
     let mut src = None;
     let mut digest = None;
@@ -494,6 +566,13 @@ pub fn parse_import(value: &str) -> Result<(ImportOptions, Warnings), OptionErro
     for (k, v) in &pairs {
         match k.as_str() {
             "type" => {}
+            "ref" if registry => src = Some(PathBuf::from(v)),
+            "src" if registry => {
+                return Err(OptionError::Conflict {
+                    flag: FLAG,
+                    message: "type=registry takes ref=HOST/REPO[:TAG], not src=".into(),
+                });
+            }
             "src" => src = Some(PathBuf::from(v)),
             "ref" => {
                 warnings.push(format!(
@@ -530,8 +609,19 @@ pub fn parse_import(value: &str) -> Result<(ImportOptions, Warnings), OptionErro
     }
     let src = src.filter(|s| !s.as_os_str().is_empty()).ok_or(OptionError::Missing {
         flag: FLAG,
-        message: "local cache importer requires src".into(),
+        message: if registry {
+            "registry cache importer requires ref".into()
+        } else {
+            "local cache importer requires src".into()
+        },
     })?;
+    if registry {
+        let reference = src.to_string_lossy().into_owned();
+        return Ok((
+            ImportOptions { src, backend: Backend::Registry { reference }, digest, tag },
+            warnings,
+        ));
+    }
     if digest.is_none() && tag.is_empty() {
         return Err(OptionError::Missing {
             flag: FLAG,
@@ -540,7 +630,7 @@ pub fn parse_import(value: &str) -> Result<(ImportOptions, Warnings), OptionErro
                 .into(),
         });
     }
-    Ok((ImportOptions { src, digest, tag }, warnings))
+    Ok((ImportOptions { src, backend: Backend::Local, digest, tag }, warnings))
 }
 
 #[cfg(test)]
@@ -624,5 +714,27 @@ mod tests {
         assert_eq!(parse_duration("7d"), Some(7 * 86400));
         let (o, _) = parse_export("type=local,dest=d,keep-last=3,max-size=5GiB").unwrap();
         assert_eq!(o.gc.keep_last, Some(3));
+    }
+
+    #[test]
+    fn registry_backend() {
+        let (o, _) = parse_export("type=registry,ref=127.0.0.1:5000/c:t,mode=max").unwrap();
+        assert_eq!(o.backend.registry_ref(), Some("127.0.0.1:5000/c:t"));
+        assert!(o.image_manifest, "image-manifest defaults to true for registries");
+        assert_eq!(o.dest, PathBuf::from("127.0.0.1:5000/c:t"));
+        let (o, _) = parse_export("type=registry,ref=r/c,image-manifest=false").unwrap();
+        assert!(!o.image_manifest);
+        let (o, _) = parse_export("type=registry,ref=r/c,oci-mediatypes=false").unwrap();
+        assert!(!o.image_manifest);
+        assert!(matches!(parse_export("type=registry"), Err(OptionError::Missing { .. })));
+        assert!(matches!(
+            parse_export("type=registry,ref=r/c,keep-last=2"),
+            Err(OptionError::Conflict { .. })
+        ));
+        let (i, _) = parse_import("type=registry,ref=r/c:t").unwrap();
+        assert_eq!(i.backend.registry_ref(), Some("r/c:t"));
+        assert!(matches!(parse_import("type=registry,src=x"), Err(OptionError::Conflict { .. })));
+        let (l, _) = parse_export("type=local,dest=d").unwrap();
+        assert_eq!(l.backend, Backend::Local);
     }
 }
