@@ -29,6 +29,9 @@ struct Source {
     config: CacheConfig,
     by_key: HashMap<String, usize>,
     hits: AtomicUsize,
+    /// For `type=registry`: the repository layer blobs are fetched from on a hit (into
+    /// `layout`, a staging layout in the state dir that lives as long as the build).
+    remote: Option<(strata_registry::ImageRef, tempfile::TempDir)>,
 }
 
 /// All `--cache-from` sources, in the order given.
@@ -53,6 +56,47 @@ fn read_verified(layout: &Layout, d: &Digest) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// A registry cache: the manifest and config are fetched now (into a staging layout),
+/// layer blobs only when a hit needs them ([`ensure_local`]).
+fn load_registry(o: &ImportOptions, reference: &str, state: &StateDir) -> Result<Source, String> {
+    let skip =
+        |e: &dyn std::fmt::Display| format!("registry cache import from {reference} skipped: {e}");
+    let mut r = strata_registry::ImageRef::parse(reference).map_err(|e| skip(&e))?;
+    if let Some(d) = &o.digest {
+        r = r.with_digest(d);
+    }
+    let registry = crate::remote::registry().map_err(|e| skip(&e))?;
+    let m = registry.get_manifest(&r).map_err(|e| skip(&e))?;
+    let stage = state.temp_dir("cache-import-").map_err(|e| skip(&e))?;
+    let layout = Layout::create(stage.path().join("layout")).map_err(|e| skip(&e))?;
+    layout.write_blob(&m.bytes).map_err(|e| skip(&e))?;
+    let manifest =
+        CacheManifest::parse(&m.bytes).map_err(|e| skip(&format!("manifest {}: {e}", m.digest)))?;
+    let cfg =
+        registry.get_blob_bytes(&r, &manifest.config.digest, JSON_LIMIT).map_err(|e| skip(&e))?;
+    layout.write_blob(&cfg).map_err(|e| skip(&e))?;
+    let mut s = open_source(reference.to_owned(), layout, m.digest, "registry cache import from")?;
+    s.remote = Some((r, stage));
+    Ok(s)
+}
+
+/// Fetches a registry source's layer blob into its staging layout (no-op when local).
+fn ensure_local(s: &Source, desc: &Descriptor) -> Result<(), String> {
+    let Some((r, stage)) = &s.remote else { return Ok(()) };
+    if matches!(s.layout.stat_blob(&desc.digest), Ok(Some(n)) if n == desc.size) {
+        return Ok(());
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cache {}: layer {}: {e}; running the step instead", s.name, desc.digest)
+    };
+    let registry = crate::remote::registry().map_err(|e| fail(&e))?;
+    let tmp = stage.path().join(desc.digest.hex());
+    registry.download_blob(r, &desc.digest, &tmp).map_err(|e| fail(&e))?;
+    s.layout.link_or_copy_blob(&tmp, &desc.digest, desc.size).map_err(|e| fail(&e))?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
+}
+
 fn load_one(o: &ImportOptions) -> Result<Source, String> {
     let name = o.src.display().to_string();
     if !o.src.exists() {
@@ -74,39 +118,53 @@ fn load_one(o: &ImportOptions) -> Result<Source, String> {
             })?
         }
     };
-    let bytes = read_verified(&layout, &digest).map_err(|e| {
-        format!("local cache import at {name} skipped: digest {digest} unavailable: {e}")
-    })?;
+    let s = open_source(name, layout, digest, "local cache import at")?;
+    // Best effort: tell `cache prune` this version was used (never fails the build).
+    strata_cache::gc::record_use(s.layout.root(), &s.digest);
+    Ok(s)
+}
+
+/// Reads and validates cache manifest `digest` of `layout` (`what`: the message prefix).
+fn open_source(name: String, layout: Layout, digest: Digest, what: &str) -> Result<Source, String> {
+    let bytes = read_verified(&layout, &digest)
+        .map_err(|e| format!("{what} {name} skipped: digest {digest} unavailable: {e}"))?;
     let manifest = CacheManifest::parse(&bytes)
-        .map_err(|e| format!("local cache import at {name} skipped: manifest {digest}: {e}"))?;
+        .map_err(|e| format!("{what} {name} skipped: manifest {digest}: {e}"))?;
     let cfg_bytes = read_verified(&layout, &manifest.config.digest)
-        .map_err(|e| format!("local cache import at {name} skipped: cache config: {e}"))?;
+        .map_err(|e| format!("{what} {name} skipped: cache config: {e}"))?;
     let config = CacheConfig::from_json(&cfg_bytes).map_err(|e| {
-        format!(
-            "local cache import at {name} skipped: cache config {}: {e}",
-            manifest.config.digest
-        )
+        format!("{what} {name} skipped: cache config {}: {e}", manifest.config.digest)
     })?;
+    // Registry caches have no layer blobs locally yet: validate the config against the
+    // manifest only.
     let problems = strata_cache::validate(&config, Some(&manifest.layers));
     if let Some(p) = problems.iter().find(|p| p.severity == strata_cache::Severity::Error) {
-        return Err(format!(
-            "local cache import at {name} skipped: invalid cache config: {}",
-            p.message
-        ));
+        return Err(format!("{what} {name} skipped: invalid cache config: {}", p.message));
     }
     let by_key = config.records.iter().enumerate().map(|(i, r)| (r.digest.clone(), i)).collect();
-    // Best effort: tell `cache prune` this version was used (never fails the build).
-    strata_cache::gc::record_use(layout.root(), &digest);
-    Ok(Source { name, digest, layout, manifest, config, by_key, hits: AtomicUsize::new(0) })
+    Ok(Source {
+        name,
+        digest,
+        layout,
+        manifest,
+        config,
+        by_key,
+        hits: AtomicUsize::new(0),
+        remote: None,
+    })
 }
 
 impl Imports {
     /// Opens every source; a source that cannot be used is a warning, never an error.
-    pub(crate) fn load(opts: &[ImportOptions], progress: &Progress) -> Self {
+    pub(crate) fn load(opts: &[ImportOptions], state: &StateDir, progress: &Progress) -> Self {
         let mut sources = Vec::new();
         for o in opts {
             let step = progress.step(format!("importing cache manifest from {}", o.src.display()));
-            match load_one(o) {
+            let loaded = match o.backend.registry_ref() {
+                Some(r) => load_registry(o, r, state),
+                None => load_one(o),
+            };
+            match loaded {
                 Ok(s) => {
                     step.log(&format!(
                         "manifest {}: {} records, {} layers",
@@ -161,9 +219,11 @@ impl Imports {
                         format!("cache {}: missing uncompressed annotation for {blob}", s.name)
                     })?;
                 let diff = if desc.annotation(media::ANNOTATION_STARGZ_TOC).is_some() {
+                    ensure_local(s, desc)?;
                     adopt_estargz(s, desc, &tar_diff, state)?
                 } else {
                     if !state.has_layer(&tar_diff) {
+                        ensure_local(s, desc)?;
                         verify_layer(s, desc)?;
                         state
                             .adopt_layer_blob(&s.layout.blob_path(blob), desc, &tar_diff, None)
@@ -413,18 +473,90 @@ pub(crate) struct ExportSummary {
     pub(crate) bytes_written: u64,
 }
 
-/// Exports the solved graph to `opts.dest`. Order: layers, config, manifest, index.json.
+/// Exports the solved graph to `opts.dest` (a directory, or for `type=registry` the ref).
 pub(crate) fn export(
     solved: &Solved,
     state: &StateDir,
     opts: &ExportOptions,
     progress: &Progress,
 ) -> Result<ExportSummary, BuildError> {
+    let Some(reference) = opts.backend.registry_ref() else {
+        return export_to(solved, state, opts, &opts.dest, progress);
+    };
+    // The registry form is the local form moved: write the layout in the state dir (blobs
+    // are hard links of the store's), then push what its manifest names.
+    let fail = |m: String| BuildError::CacheExport { dest: opts.dest.clone(), message: m };
+    let stage = state.temp_dir("cache-push-")?;
+    let dir = stage.path().join("layout");
+    let mut summary = export_to(solved, state, opts, &dir, progress)?;
+    let Some(desc) = summary.manifest.clone() else { return Ok(summary) };
+    let step = progress.step(format!("pushing cache to {reference}"));
+    let layout = Layout::open(&dir).map_err(|e| fail(e.to_string()))?;
+    let (uploaded, bytes) = match push_cache(&layout, &desc, reference) {
+        Ok(v) => v,
+        Err(e) => {
+            step.error("failed");
+            return Err(fail(e));
+        }
+    };
+    step.log(&format!("{uploaded} blobs uploaded ({bytes} bytes), the rest were in the registry"));
+    step.done();
+    summary.written = uploaded;
+    summary.bytes_written = bytes;
+    Ok(summary)
+}
+
+/// Pushes the cache manifest `desc` of `layout` (and every blob it names that the registry
+/// lacks) to `reference`: blobs first, the manifest last, so the tag never names a cache
+/// whose blobs are missing.
+fn push_cache(layout: &Layout, desc: &Descriptor, reference: &str) -> Result<(usize, u64), String> {
+    let r = strata_registry::ImageRef::parse(reference).map_err(|e| e.to_string())?;
+    let registry = crate::remote::registry().map_err(|e| e.to_string())?;
+    let bytes = read_verified(layout, &desc.digest)?;
+    #[derive(serde::Deserialize)]
+    struct Refs {
+        #[serde(default)]
+        config: Option<Descriptor>,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    let refs: Refs = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let (mut uploaded, mut total) = (0, 0);
+    let mut seen = HashSet::new();
+    for d in refs.config.iter().chain(&refs.layers).chain(&refs.manifests) {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        let from = crate::remote::source_of(&d.digest);
+        let path = layout.blob_path(&d.digest);
+        if registry
+            .put_blob_file(&r, &d.digest, d.size, &path, from.as_ref())
+            .map_err(|e| e.to_string())?
+        {
+            uploaded += 1;
+            total += d.size;
+        }
+        crate::remote::note_blob(&r, &d.digest);
+    }
+    registry.put_manifest(&r, &bytes, &desc.media_type).map_err(|e| e.to_string())?;
+    Ok((uploaded, total))
+}
+
+/// Writes the cache for `solved` as an OCI layout at `dir`. Order: layers, config,
+/// manifest, index.json.
+fn export_to(
+    solved: &Solved,
+    state: &StateDir,
+    opts: &ExportOptions,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<ExportSummary, BuildError> {
     let fail = |m: String| BuildError::CacheExport { dest: opts.dest.clone(), message: m };
     let step = progress.step(format!("exporting cache to {}", opts.dest.display()));
-    std::fs::create_dir_all(&opts.dest)
-        .map_err(|e| fail(format!("cannot create the directory: {e}")))?;
-    let layout = Layout::create(&opts.dest).map_err(|e| fail(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create the directory: {e}")))?;
+    let layout = Layout::create(dir).map_err(|e| fail(e.to_string()))?;
     let timeout = strata_oci::default_lock_timeout();
     // Held from the first blob until index.json names them: prune cannot take them away.
     let _lease = layout.export_lease(timeout).map_err(|e| fail(e.to_string()))?;

@@ -106,7 +106,11 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     // ignore-error and are dropped).
     let mut exports = Vec::new();
     for e in &req.cache_to {
-        match cacheio::precheck(&e.dest) {
+        // A registry is checked by the export itself (a directory named like the ref must
+        // not be created here).
+        let checked =
+            if e.backend.registry_ref().is_some() { Ok(()) } else { cacheio::precheck(&e.dest) };
+        match checked {
             Ok(()) => exports.push(e.clone()),
             Err(msg) if e.ignore_error => {
                 progress.warn(&format!("cache export skipped (ignore-error): {msg}"))
@@ -136,7 +140,7 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
         });
         Arc::new(fsview::DirView::new(root.clone(), filter))
     });
-    let imports = cacheio::Imports::load(&req.cache_from, progress);
+    let imports = cacheio::Imports::load(&req.cache_from, &state, progress);
     let mut solver = solver::Solver::new(req, &state, progress, &imports, &df, context);
     // New layers are compressed once, in the encoding most likely needed: gzip when an
     // image is written (outputs and the metadata file use gzip layers), otherwise the first
