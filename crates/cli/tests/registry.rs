@@ -4,6 +4,8 @@
 //! state directories, htpasswd auth with and without credentials, a registry that is down
 //! at export time, and unknown images.
 
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::net::TcpStream;
@@ -123,7 +125,7 @@ fn image_digest(out: &str) -> String {
     out.lines()
         .filter_map(|l| l.strip_prefix("image "))
         .filter_map(|l| l.split_whitespace().next())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no image line in:\n{out}"))
         .to_owned()
 }
