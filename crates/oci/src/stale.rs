@@ -27,6 +27,10 @@ pub(crate) const DATA_FILE: &str = "data";
 /// sharing the directory may be slow; nothing short-lived can be confused with it.
 pub const UNKNOWN_WRITER_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// A strata ingest entry without a readable `owner` file is presumed abandoned once idle
+/// this long (see [`Layout::remove_stale_ingests`]).
+pub const OWNERLESS_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// Who created a strata ingest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestOwner {
@@ -194,6 +198,7 @@ impl Layout {
 
     /// Removes ingest entries left by interrupted writers and returns what it removed:
     /// - strata entries whose writer is known dead (same host and pid namespace);
+    /// - strata entries without a readable `owner` file idle for [`OWNERLESS_MAX_AGE`];
     /// - strata entries whose writer cannot be checked, idle for at least
     ///   `max(min_age, UNKNOWN_WRITER_MAX_AGE)`;
     /// - foreign (containerd) entries idle for at least `min_age`.
@@ -205,6 +210,10 @@ impl Layout {
             let stale = match (e.strata, e.writer_alive) {
                 (_, Some(true)) => false,
                 (true, Some(false)) => true,
+                // No readable owner file: its writer was killed between creating the entry
+                // and writing the owner file (a live writer writes it microseconds after
+                // mkdir, and removes the entry if it cannot), so only a short wait applies.
+                (true, None) if e.owner.is_none() => e.age >= OWNERLESS_MAX_AGE,
                 (true, None) => e.age >= min_age.max(UNKNOWN_WRITER_MAX_AGE),
                 (false, _) => e.age >= min_age,
             };
@@ -312,5 +321,12 @@ mod tests {
         let removed = l.remove_stale_ingests(Duration::ZERO).unwrap();
         assert_eq!(removed.iter().map(|e| &e.path).collect::<Vec<_>>(), vec![&foreign]);
         assert!(live.exists() && ownerless.exists());
+        // A SIGKILL between mkdir and the owner file: once idle for a minute it goes,
+        // even with a long min_age (it cannot be a slow writer).
+        let old = std::time::SystemTime::now() - Duration::from_secs(120);
+        fs::File::open(&ownerless).unwrap().set_modified(old).unwrap();
+        let removed = l.remove_stale_ingests(Duration::from_secs(3600)).unwrap();
+        assert_eq!(removed.iter().map(|e| &e.path).collect::<Vec<_>>(), vec![&ownerless]);
+        assert!(live.exists());
     }
 }
