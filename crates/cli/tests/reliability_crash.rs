@@ -164,8 +164,11 @@ fn sigkill_during_export_never_breaks_the_cache() {
     let tagged = layout.read_index().unwrap().unwrap().manifests.len();
     assert_eq!(tagged, 1, "every build wrote tag latest");
     // Unreferenced blobs are only removed after a grace period (a buildx export in
-    // flight takes no lease); pretend it passed.
+    // flight takes no lease), and so are ingest entries killed before their owner file
+    // was written (a minute); pretend both passed. Entries whose owner is known dead go
+    // at once anyway.
     age_blobs(&dest);
+    age_ingests(&dest);
     let report =
         prune(&layout, &PrunePolicy::reset(vec![]), false, Duration::from_secs(30)).unwrap();
     eprintln!(
@@ -188,6 +191,21 @@ fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
     })
+}
+
+/// Sets the mtimes of every ingest entry and its files two minutes back.
+fn age_ingests(dest: &Path) {
+    let old = SystemTime::now() - Duration::from_secs(120);
+    let Ok(entries) = std::fs::read_dir(dest.join("ingest")) else { return };
+    for e in entries {
+        let dir = e.unwrap().path();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let p = f.unwrap().path();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
+        }
+        std::fs::File::open(&dir).unwrap().set_modified(old).unwrap();
+    }
 }
 
 /// Sets every blob's mtime two hours back.
