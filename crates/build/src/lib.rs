@@ -242,7 +242,7 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
 /// Disk usage of a state directory, by part.
 pub fn state_usage(root: &Path) -> Vec<(String, u64)> {
     let base = root.join("v1");
-    ["store", "snapshots", "cachemounts", "records", "layers", "checksums", "tmp"]
+    ["store", "snapshots", "cachemounts", "records", "layers", "resolved", "checksums", "tmp"]
         .iter()
         .map(|p| (p.to_string(), dir_size(&base.join(p))))
         .collect()
@@ -268,8 +268,11 @@ pub fn prune_state(root: &Path, keep_storage: Option<u64>) -> Result<u64, BuildE
     let base = root.join("v1");
     let total = |_: ()| -> u64 { state_usage(root).iter().map(|(_, s)| s).sum() };
     let before = total(());
-    let groups: [&[&str]; 3] =
-        [&["snapshots", "tmp"], &["cachemounts"], &["records", "layers", "checksums", "store"]];
+    let groups: [&[&str]; 3] = [
+        &["snapshots", "tmp"],
+        &["cachemounts"],
+        &["records", "layers", "resolved", "checksums", "store"],
+    ];
     for g in groups {
         if keep_storage.is_some_and(|k| total(()) <= k) {
             break;

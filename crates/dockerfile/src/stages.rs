@@ -143,9 +143,7 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<BuildPlan> {
     let n = df.stages.len();
     if n == 0 {
         // Only reachable with a hand-built Dockerfile value; parse() already rejects it.
-        return Err(Error::NoFrom {
-            file: df.file.clone(),
-        });
+        return Err(Error::NoFrom { file: df.file.clone() });
     }
 
     // FROM <name> only sees stages defined before it (BuildKit registers them in order).
