@@ -165,7 +165,6 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
             solver.layer_compression = o;
         }
     }
-    let gzip_layers = solver.layer_compression.compression == strata_layer::Compression::Gzip;
     let (result, solved) = solver.solve();
 
     let mut export_error = None;
@@ -196,11 +195,17 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     if let Some(e) = export_error {
         return Err(e);
     }
-    if !needs_image && !gzip_layers {
-        // Nothing asked for the image, and building it would mean gzip-encoding every
-        // layer: skip it (the cache export above is what this build was for).
+    // Assembling the image is free when every layer already has its gzip blob; when some
+    // would need encoding (a zstd cache was imported or exported) and nothing asked for the
+    // image, skip it: the cache is what this build was for.
+    let gzip_ready = final_state.chain.iter().all(|l| {
+        state
+            .layer_info(&l.diff_id)
+            .is_some_and(|i| i.blob(strata_layer::Compression::Gzip).is_some())
+    });
+    if !needs_image && !gzip_ready {
         progress.message(&format!(
-            "no --output: image not assembled ({} steps cached, {} executed)",
+            "no --output given: the image was not written (add -o type=oci,dest=FILE); {} steps cached, {} executed",
             solved.hits, solved.misses
         ));
         return Ok(BuildOutcome {
