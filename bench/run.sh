@@ -36,22 +36,23 @@ run() {
 }
 rm -f "$W"/secs.* "$W"/rss.* "$W"/export.*
 
-build() { "$S" build --progress plain --build-context "$BASE" "$@" "$W/context"; }
+B=("$S" build --progress plain --build-context "$BASE")
+C=$W/context
 
 for i in $(seq "$RUNS"); do
   rm -rf "$W/state" "$W/cache-gzip" "$W/cache-zstd" "$W/state-b" "$W/out.tar"
-  STRATA_ROOT=$W/state-base run baseline build --no-cache
+  STRATA_ROOT=$W/state-base run baseline "${B[@]}" --no-cache "$C"
   rm -rf "$W/state-base"
-  STRATA_ROOT=$W/state run a-gzip build --cache-to "type=local,dest=$W/cache-gzip,mode=max"
-  STRATA_ROOT=$W/state run e-noop build
+  STRATA_ROOT=$W/state run a-gzip "${B[@]}" --cache-to "type=local,dest=$W/cache-gzip,mode=max" "$C"
+  STRATA_ROOT=$W/state run e-noop "${B[@]}" "$C"
   rm -rf "$W/state"
-  STRATA_ROOT=$W/state run b-zstd build --cache-to "type=local,dest=$W/cache-zstd,mode=max,compression=zstd"
+  STRATA_ROOT=$W/state run b-zstd "${B[@]}" --cache-to "type=local,dest=$W/cache-zstd,mode=max,compression=zstd" "$C"
   rm -rf "$W/state"
-  STRATA_ROOT=$W/state-b run c-import build --cache-from "type=local,src=$W/cache-gzip"
+  STRATA_ROOT=$W/state-b run c-import "${B[@]}" --cache-from "type=local,src=$W/cache-gzip" "$C"
   rm -rf "$W/state-b"
-  STRATA_ROOT=$W/state-b run c-import-zstd build --cache-from "type=local,src=$W/cache-zstd"
+  STRATA_ROOT=$W/state-b run c-import-zstd "${B[@]}" --cache-from "type=local,src=$W/cache-zstd" "$C"
   rm -rf "$W/state-b"
-  STRATA_ROOT=$W/state-b run c-import-oci build --cache-from "type=local,src=$W/cache-gzip" -o "type=oci,dest=$W/out.tar"
+  STRATA_ROOT=$W/state-b run c-import-oci "${B[@]}" --cache-from "type=local,src=$W/cache-gzip" -o "type=oci,dest=$W/out.tar" "$C"
   rm -rf "$W/state-b"
 done
 

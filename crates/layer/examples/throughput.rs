@@ -1,7 +1,8 @@
 //! Compression throughput on ~64 MiB of semi-compressible data, for BENCHMARKS.md.
 //!
-//! `cargo run --release -p strata-layer --example throughput [MiB]`
-//! Compare with `zstd -T2 -3` and `pigz -6` on the file it writes to $TMPDIR.
+//! `cargo run --release -p strata-layer --example throughput [MiB | FILE]`
+//! Compare with `zstd -T2 -3` and `pigz -6` on the file it writes to $TMPDIR (or on FILE,
+//! e.g. the PERF.md context as a tar, which bench/run.sh writes).
 #![allow(clippy::print_stdout)] // A benchmark report is its output.
 
 use std::io::Write;
@@ -28,11 +29,23 @@ fn semi_random(n: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let data = semi_random(mib << 20);
-    let path = std::env::temp_dir().join("strata-throughput.bin");
-    std::fs::File::create(&path).and_then(|mut f| f.write_all(&data)).expect("write sample");
-    println!("input: {mib} MiB semi-compressible, written to {}", path.display());
+    let arg = std::env::args().nth(1);
+    let data = match arg.as_deref() {
+        // A file: a benchmark input, read whole so the timing is the codec's alone.
+        Some(path) if path.parse::<usize>().is_err() => {
+            let data = std::fs::read(path).expect("read input file");
+            println!("input: {path} ({} bytes)", data.len());
+            data
+        }
+        _ => {
+            let mib: usize = arg.and_then(|s| s.parse().ok()).unwrap_or(64);
+            let data = semi_random(mib << 20);
+            let path = std::env::temp_dir().join("strata-throughput.bin");
+            std::fs::File::create(&path).and_then(|mut f| f.write_all(&data)).expect("write");
+            println!("input: {mib} MiB semi-compressible, written to {}", path.display());
+            data
+        }
+    };
     let cases = [
         (
             "gzip -6 (parallel members, 2 threads)",
