@@ -12,6 +12,7 @@ use strata_build::{
 };
 
 use crate::UsageError;
+use crate::cache_cmd::human_size;
 
 /// `strata build [OPTIONS] PATH|-`
 #[derive(Args, Debug)]
@@ -267,9 +268,9 @@ pub(crate) fn du(a: DuArgs) -> anyhow::Result<ExitCode> {
     let total: u64 = parts.iter().map(|(_, s)| s).sum();
     println!("{:<12} {:>12}", "PART", "SIZE");
     for (name, size) in parts {
-        println!("{name:<12} {:>12}", human(size));
+        println!("{name:<12} {:>12}", human_size(size));
     }
-    println!("{:<12} {:>12}", "total", human(total));
+    println!("{:<12} {:>12}", "total", human_size(total));
     println!("state directory: {}", root.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -295,17 +296,6 @@ pub(crate) fn prune(a: PruneStateArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
     let freed = strata_build::prune_state(&root, keep)?;
-    println!("Total reclaimed space: {}", human(freed));
+    println!("Total reclaimed space: {}", human_size(freed));
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }

@@ -346,7 +346,7 @@ fn short_key(key: &str) -> String {
 
 /// `130 B`, `4.3 KiB`, `1.0 MiB`: binary units, one decimal, at most three digits before
 /// the point (1000 KiB and up is shown in MiB) so that columns stay narrow.
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1000 {
         return format!("{bytes} B");

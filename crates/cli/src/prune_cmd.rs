@@ -7,12 +7,11 @@
 //! rules. Human output names every removed version and every tag dropped because of
 //! `--max-size` or `--max-age`; `--json` prints the library's report.
 //!
-//! Wiring (main.rs): `Prune(prune_cmd::PruneArgs)` under `strata cache`, dispatched to
-//! `prune_cmd::run(args)`.
 
 // This is the CLI: writing reports to stdout is its job.
 #![allow(clippy::print_stdout)]
 
+use crate::cache_cmd::human_size;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,22 +152,6 @@ fn human(r: &PruneReport) -> String {
         s += "note: read-only directory: looked without the GC lock\n";
     }
     s
-}
-
-/// `130 B`, `4.3 KiB`, `123.4 MiB`: binary units, one decimal.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    // f64 is exact enough for one decimal of any realistic size.
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
