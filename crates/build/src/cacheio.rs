@@ -640,7 +640,21 @@ fn export_to(
         let src = paths
             .get(&d.digest)
             .ok_or_else(|| fail(format!("no local blob for layer {}", d.digest)))?;
-        layout.link_or_copy_blob(src, &d.digest, d.size).map_err(|e| fail(e.to_string()))?;
+        if let Err(e) = layout.link_or_copy_blob(src, &d.digest, d.size) {
+            // A state-store blob can only go bad by being edited in place (it may share an
+            // inode with a cache dir it was linked from). Drop it, so the next build makes
+            // the layer again instead of failing the same way forever.
+            if let strata_oci::StoreError::CommitMismatch { .. } = e {
+                let _ = state.store().delete_blob(&d.digest);
+                return Err(fail(format!(
+                    "{e}; the corrupt copy of layer {} was removed from the state directory \
+                     {}, so building again recreates it",
+                    d.digest,
+                    state.root().display()
+                )));
+            }
+            return Err(fail(e.to_string()));
+        }
         summary.written += 1;
         summary.bytes_written += d.size;
         step.log(&format!("writing layer {} ({comp}, {} bytes)", d.digest, d.size));
