@@ -232,9 +232,7 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     }
     progress.message(&format!(
         "image {} ({} steps cached, {} executed)",
-        output::digest_of(&img),
-        solved.hits,
-        solved.misses
+        img.manifest.digest, solved.hits, solved.misses
     ));
     Ok(BuildOutcome {
         image_digest: Some(img.manifest.digest.clone()),

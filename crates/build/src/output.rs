@@ -10,7 +10,7 @@ use serde_json::json;
 use strata_layer::{
     ApplyOptions, Compression, CompressionOptions, EntryMeta, LayerWriter, WriteDirOptions,
 };
-use strata_oci::{Descriptor, Digest, Layout, gojson, media};
+use strata_oci::{Descriptor, Layout, gojson, media};
 
 use crate::error::BuildError;
 use crate::solver::ImgState;
@@ -140,16 +140,9 @@ pub(crate) fn assemble(
     let cfg_bytes = gojson::to_vec(&config).map_err(BuildError::Json)?;
     let cfg = state.store().write_blob(&cfg_bytes)?;
     let config_desc = Descriptor::new(media::OCI_CONFIG, cfg.digest, cfg.size);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
-        "config": config_desc,
-        "layers": layers,
-    });
-    // serde_json's map keeps insertion order only with preserve_order; build the bytes
-    // from a struct-like ordered value instead.
+    // A struct, not a json! map: the field order must be the OCI/Go order for the digest
+    // to be stable and comparable.
     let bytes = ordered_manifest(&config_desc, &layers)?;
-    let _ = manifest;
     let m = state.store().write_blob(&bytes)?;
     Ok(BuiltImage {
         manifest: Descriptor::new(media::OCI_MANIFEST, m.digest, m.size),
@@ -430,9 +423,4 @@ pub(crate) fn metadata(img: &BuiltImage, tags: &[String]) -> serde_json::Value {
         );
     }
     json!(m)
-}
-
-/// The manifest digest, for callers that only need it.
-pub(crate) fn digest_of(img: &BuiltImage) -> &Digest {
-    &img.manifest.digest
 }
