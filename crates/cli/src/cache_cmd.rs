@@ -25,6 +25,8 @@ use strata_cache::inspect::{
 use strata_cache::verify::{RepairReport, VerifyReport, repair, verify};
 use strata_oci::{Digest, Layout};
 
+use crate::remote_cache;
+
 /// `strata cache …`: look at a `type=local` cache directory without changing it.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CacheCommand {
@@ -41,7 +43,8 @@ pub(crate) enum CacheCommand {
 /// Arguments of `strata cache ls`.
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
-    /// The cache directory (what `--cache-to type=local,dest=DIR` wrote).
+    /// The cache directory (what `--cache-to type=local,dest=DIR` wrote), or
+    /// `registry://HOST/REPO[:TAG]` for a registry cache.
     pub(crate) dir: PathBuf,
     /// Also list untagged versions (older exports) still in blobs/.
     #[arg(long)]
@@ -89,15 +92,17 @@ pub(crate) struct VerifyArgs {
 pub(crate) fn run(cmd: CacheCommand) -> Result<ExitCode> {
     match cmd {
         CacheCommand::Ls(a) => {
-            let layout = Layout::open(&a.dir)?;
+            let (layout, _mirror) = open(&a.dir, false)?;
             let versions = list_versions(&layout, a.all)?;
             let text = if a.json { json(&versions)? } else { render_ls(&a.dir, &versions) };
             emit(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Inspect(a) => {
-            let layout = Layout::open(&a.dir)?;
-            let selector = match (a.digest, a.tag) {
+            let (layout, mirror) = open(&a.dir, false)?;
+            // A registry reference already names its version.
+            let named = mirror.as_ref().map(|m| m.digest.clone());
+            let selector = match (a.digest.or(named), a.tag) {
                 (Some(d), _) => VersionSelector::Digest(d),
                 (None, tag) => VersionSelector::Tag(tag.unwrap_or_else(|| "latest".to_owned())),
             };
@@ -107,6 +112,9 @@ pub(crate) fn run(cmd: CacheCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Verify(a) if a.repair => {
+            if remote_cache::reference(&a.dir).is_some() {
+                anyhow::bail!("--repair works on a local cache directory, not a registry");
+            }
             let layout = Layout::open(&a.dir)?;
             let report = repair(&layout, strata_oci::default_lock_timeout())?;
             let text = if a.json { json(&report)? } else { render_repair(&report) };
@@ -114,12 +122,29 @@ pub(crate) fn run(cmd: CacheCommand) -> Result<ExitCode> {
             Ok(if report.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         CacheCommand::Verify(a) => {
-            let layout = Layout::open(&a.dir)?;
+            let (layout, mirror) = open(&a.dir, true)?;
             let report = verify(&layout, a.all)?;
-            let text = if a.json { json(&report)? } else { render_verify(&report) };
+            let download_problems = mirror.map(|m| m.problems).unwrap_or_default();
+            let mut text = if a.json { json(&report)? } else { render_verify(&report) };
+            for p in &download_problems {
+                text.push_str(&format!("problem: {p}\n"));
+            }
             emit(&text)?;
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let ok = report.ok() && download_problems.is_empty();
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+    }
+}
+
+/// Opens a cache directory, or mirrors a `registry://` reference into a temp layout (kept
+/// alive by the returned mirror).
+fn open(dir: &std::path::Path, layers: bool) -> Result<(Layout, Option<remote_cache::Mirror>)> {
+    match remote_cache::reference(dir) {
+        Some(r) => {
+            let m = remote_cache::mirror(r, layers)?;
+            Ok((m.layout.clone(), Some(m)))
+        }
+        None => Ok((Layout::open(dir)?, None)),
     }
 }
 

@@ -8,6 +8,7 @@ mod build_cmd;
 mod cache_cmd;
 mod demo;
 mod prune_cmd;
+mod remote_cache;
 
 use std::process::ExitCode;
 

@@ -265,6 +265,19 @@ fn registry_cache_round_trip_between_two_state_dirs() {
     assert!(sb.contains(&format!("({steps} steps cached, 0 executed)")), "{sb}");
     assert_eq!(image_digest(&sa), image_digest(&sb));
 
+    // The cache commands read a registry cache as they read a directory.
+    let url = format!("registry://{cache}");
+    for (args, want) in [
+        (vec!["cache", "ls", "--json"], "\"tag\": \"main\""),
+        (vec!["cache", "inspect", "--json"], "\"records\""),
+        (vec!["cache", "verify"], "OK"),
+    ] {
+        let o = strata(&t.path().join("D"), &home).args(&args).arg(&url).output().unwrap();
+        let so = common::text(&o);
+        assert!(o.status.success(), "{args:?}: {so}");
+        assert!(so.contains(want), "{args:?}: {so}");
+    }
+
     // An unknown cache tag is a warning and a miss, never a failure.
     let c = strata(&t.path().join("C"), &home)
         .args(["build", "--progress", "plain", "--cache-from"])
