@@ -4,7 +4,9 @@
 //!   `~/.docker/config.json`), its `auths` map: `{"auths": {"HOST": {"auth": base64(user:pass)}}}`
 //!   or `{"username": …, "password": …}`, or `{"identitytoken": …}` / `{"registrytoken": …}`
 //!   for bearer tokens. Docker Hub's key `https://index.docker.io/v1/` is honoured for
-//!   `docker.io`. Credential helpers (`credsStore`, `credHelpers`) are not run.
+//!   `docker.io`. Credential helpers are run as Docker runs them: `credHelpers[HOST]`, else
+//!   `credsStore`, as `docker-credential-<name> get` with the server on stdin, answering
+//!   `{"Username": …, "Secret": …}` (`<token>` as the username means a bearer token).
 //! * Insecure (plain HTTP) registries: strata's own config file, the first that exists of
 //!   `$STRATA_CONFIG`, `$XDG_CONFIG_HOME/strata/config.json` (`~/.config/strata/config.json`)
 //!   and `/etc/strata/config.json`: `{"insecure-registries": ["host:port", …]}`. Loopback
@@ -28,6 +30,12 @@ pub struct Settings {
     pub docker_config: PathBuf,
     /// Its `auths`, by host.
     pub auths: BTreeMap<String, AuthEntry>,
+    /// `credsStore`: the default credential helper.
+    pub creds_store: Option<String>,
+    /// `credHelpers`: a credential helper per registry host.
+    pub cred_helpers: BTreeMap<String, String>,
+    /// Where `docker-credential-*` helpers are looked up (`None`: `PATH`, as Docker does).
+    pub helper_dir: Option<PathBuf>,
 }
 
 /// One `auths` entry.
@@ -60,6 +68,19 @@ struct StrataConfig {
 struct DockerConfig {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    #[serde(rename = "credsStore", default)]
+    creds_store: Option<String>,
+    #[serde(rename = "credHelpers", default)]
+    cred_helpers: BTreeMap<String, String>,
+}
+
+/// What `docker-credential-<name> get` prints.
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -112,6 +133,8 @@ impl Settings {
         }
         if let Some(d) = read_json::<DockerConfig>(&s.docker_config)? {
             s.auths = d.auths;
+            s.creds_store = d.creds_store.filter(|c| !c.is_empty());
+            s.cred_helpers = d.cred_helpers;
         }
         Ok(s)
     }
@@ -129,6 +152,14 @@ impl Settings {
         } else {
             vec![registry.into(), format!("https://{registry}"), format!("http://{registry}")]
         };
+        // Docker's order: a per-registry helper, then the default store, then `auths`.
+        let helper =
+            keys.iter().find_map(|k| self.cred_helpers.get(k)).or(self.creds_store.as_ref());
+        if let Some(h) = helper
+            && let Some(auth) = self.run_helper(h, &keys[0])?
+        {
+            return Ok(auth);
+        }
         let Some(e) = keys.iter().find_map(|k| self.auths.get(k)) else {
             return Ok(RegistryAuth::Anonymous);
         };
@@ -153,6 +184,51 @@ impl Settings {
             return Ok(RegistryAuth::Basic(u.to_owned(), p.to_owned()));
         }
         Ok(RegistryAuth::Anonymous)
+    }
+
+    /// Runs `docker-credential-<helper> get` for `server`. A helper that has no entry for
+    /// the server ("credentials not found") means anonymous, like Docker.
+    fn run_helper(
+        &self,
+        helper: &str,
+        server: &str,
+    ) -> Result<Option<RegistryAuth>, RegistryError> {
+        use std::io::Write;
+        let name = format!("docker-credential-{helper}");
+        let bin = match &self.helper_dir {
+            Some(d) => d.join(&name).display().to_string(),
+            None => name,
+        };
+        let bad =
+            |reason: String| RegistryError::Config { path: self.docker_config.clone(), reason };
+        let mut child = std::process::Command::new(&bin)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| bad(format!("credential helper {bin} could not run ({e}); install it or remove it from the config")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(server.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| bad(format!("credential helper {bin} failed: {e}")))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            if text.to_lowercase().contains("credentials not found") {
+                return Ok(None);
+            }
+            return Err(bad(format!("credential helper {bin} get {server}: {}", text.trim())));
+        }
+        let a: HelperAnswer = serde_json::from_slice(&out.stdout)
+            .map_err(|e| bad(format!("credential helper {bin} printed no valid answer ({e})")))?;
+        Ok(Some(if a.username == "<token>" {
+            RegistryAuth::Bearer(a.secret)
+        } else {
+            RegistryAuth::Basic(a.username, a.secret)
+        }))
     }
 }
 
@@ -179,6 +255,32 @@ mod tests {
         assert!(matches!(s.auth_for("other").unwrap(), RegistryAuth::Anonymous));
         let e = s.auth_for("c").unwrap_err().to_string();
         assert!(e.contains("/x/config.json") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn credential_helpers_run_like_docker() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let helper = t.path().join("docker-credential-strata-test");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\nread s\ncase \"$s\" in\n  reg.example) echo '{\"Username\":\"u\",\"Secret\":\"s3\"}';;\n  tok.example) echo '{\"Username\":\"<token>\",\"Secret\":\"t\"}';;\n  *) echo 'credentials not found in native keychain'; exit 1;;\nesac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = settings(r#"{"auths":{"other.example":{"username":"a","password":"b"}}}"#);
+        s.creds_store = Some("strata-test".into());
+        s.cred_helpers.insert("tok.example".into(), "strata-test".into());
+        s.helper_dir = Some(t.path().to_owned());
+        let basic = s.auth_for("reg.example").unwrap();
+        let bearer = s.auth_for("tok.example").unwrap();
+        let none = s.auth_for("nothing.example").unwrap();
+        // A helper without an entry falls back to `auths`, as Docker does.
+        let from_auths = s.auth_for("other.example").unwrap();
+        assert!(matches!(from_auths, RegistryAuth::Basic(u, p) if u == "a" && p == "b"));
+        assert!(matches!(basic, RegistryAuth::Basic(u, p) if u == "u" && p == "s3"));
+        assert!(matches!(bearer, RegistryAuth::Bearer(t) if t == "t"));
+        assert!(matches!(none, RegistryAuth::Anonymous));
     }
 
     #[test]
