@@ -340,11 +340,18 @@ impl<'a> Solver<'a> {
             .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect();
         let mut scope = StageScope::new(self.df, plan, opts, &base_env);
-        let total = stage.instructions.len();
+        // Numbered as buildx shows them: every instruction counts, a non-scratch FROM adds
+        // one to the total, and a lone unnamed stage has no name prefix (`[1/2] COPY …`).
+        let total = stage.instructions.len() + usize::from(!matches!(rs.base, Base::Scratch));
+        let prefix = if self.df.stages.len() == 1 && stage.name().is_none() {
+            String::new()
+        } else {
+            format!("{} ", rs.display_name)
+        };
         let mut cmd_set_here = false;
         for (i, ins) in stage.instructions.iter().enumerate() {
             let ins = scope.expand(ins)?;
-            let label = format!("[{} {}/{}] {}", rs.display_name, i + 1, total, ins.original);
+            let label = format!("[{prefix}{}/{total}] {}", i + 1, ins.original);
             let what = format!("{}:{} {}", self.df.file, ins.line, first_line(&ins.original));
             self.apply(&mut st, &ins, &scope, &label, &what, &mut cmd_set_here)?;
         }
