@@ -231,6 +231,25 @@ impl<'a> Solver<'a> {
         }
     }
 
+    /// The state a base image starts a stage with: its chain, config, and a root node
+    /// keyed by its manifest digest (so a different base never hits a step).
+    fn image_state(&mut self, img: base::BaseImage) -> ImgState {
+        let key = key_of(&json!({
+            "schema": KEY_SCHEMA,
+            "platform": self.req.platform.to_string(),
+            "op": "image",
+            "manifest": img.manifest_digest.to_string(),
+        }));
+        let node = self.node(Node {
+            key: key.clone(),
+            inputs: vec![],
+            chain: img.chain.clone(),
+            has_result: false,
+            created_at: img.time.clone(),
+        });
+        ImgState { key, chain: img.chain, config: img.config, node: Some(node), time: img.time }
+    }
+
     /// The image state of a named context (`--build-context NAME=oci-layout://…`), else of
     /// the registry image `name`.
     fn named_state(&mut self, name: &str, what: &str) -> Result<ImgState, BuildError> {
@@ -248,24 +267,8 @@ impl<'a> Solver<'a> {
                     digest.as_ref(),
                     &self.req.platform,
                 )?;
-                let key = key_of(
-                    &json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "image", "manifest": img.manifest_digest.to_string()}),
-                );
-                let node = self.node(Node {
-                    key: key.clone(),
-                    inputs: vec![],
-                    chain: img.chain.clone(),
-                    has_result: false,
-                    created_at: img.time.clone(),
-                });
                 step.done();
-                ImgState {
-                    key,
-                    chain: img.chain,
-                    config: img.config,
-                    node: Some(node),
-                    time: img.time,
-                }
+                self.image_state(img)
             }
             Some(NamedContext::Dir(_)) => {
                 return Err(BuildError::Base(format!(
@@ -289,24 +292,8 @@ impl<'a> Solver<'a> {
                     e => e,
                 })?;
                 tracing::debug!(%image, manifest = %top, "base image resolved");
-                let key = key_of(
-                    &json!({"schema": KEY_SCHEMA, "platform": self.req.platform.to_string(), "op": "image", "manifest": img.manifest_digest.to_string()}),
-                );
-                let node = self.node(Node {
-                    key: key.clone(),
-                    inputs: vec![],
-                    chain: img.chain.clone(),
-                    has_result: false,
-                    created_at: img.time.clone(),
-                });
                 step.done();
-                ImgState {
-                    key,
-                    chain: img.chain,
-                    config: img.config,
-                    node: Some(node),
-                    time: img.time,
-                }
+                self.image_state(img)
             }
         };
         self.named.insert(name.to_owned(), st.clone());
