@@ -318,6 +318,7 @@ pub(crate) fn prepare(
         lowers: vec![],
         upper: PathBuf::new(),
         work: PathBuf::new(),
+        rootfs: None,
         mounts,
         id_prefix: "strata".into(),
     };
@@ -339,6 +340,9 @@ pub(crate) fn execute(
     key: &str,
     created: &str,
 ) -> Result<StepRecord, BuildError> {
+    if !strata_layer::apply::is_root() {
+        return execute_copy(solver, st, prepared, executor, step, what, key, created);
+    }
     let lowers = solver.lower_dirs(&st.chain)?;
     let tmp = solver.state.temp_dir("run-")?;
     let upper = tmp.path().join("upper");
@@ -353,6 +357,116 @@ pub(crate) fn execute(
     prepared.spec.lowers = lowers.clone();
     prepared.spec.upper = upper.clone();
     prepared.spec.work = work;
+    run_logged(executor, &prepared, step, what)?;
+    let opts = WriteDirOptions { clamp_mtime: solver.req.source_date_epoch, ..Default::default() };
+    let (layer, entries) = solver.state.write_layer(&solver.layer_compression, |w| {
+        strata_layer::diff_overlay_upper(&upper, &lowers, w, &opts, &|_, _| false).map_err(|e| {
+            BuildError::Source {
+                instruction: what.to_owned(),
+                message: format!("capturing the change: {e}"),
+            }
+        })
+    })?;
+    let mut chain = st.chain.clone();
+    if entries > 0 {
+        chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.to_owned() });
+        crate::snapshot::adopt(solver.state, &layer.diff_id, upper);
+    }
+    let rec = StepRecord { key: key.to_owned(), created_at: created.to_owned(), chain };
+    solver.state.put_record(&rec)?;
+    Ok(rec)
+}
+
+/// RUN without root (the copy fallback): overlayfs cannot be mounted and the snapshots
+/// are in AUFS form, so the chain is applied into a plain directory twice, the command
+/// changes one copy in place (runc rootless), and the layer is the difference of the two.
+#[allow(clippy::too_many_arguments)]
+fn execute_copy(
+    solver: &mut Solver<'_>,
+    st: &ImgState,
+    mut prepared: Prepared,
+    executor: &dyn Executor,
+    step: &Step<'_>,
+    what: &str,
+    key: &str,
+    created: &str,
+) -> Result<StepRecord, BuildError> {
+    let tmp = solver.state.temp_dir("run-")?;
+    // Read-only directories the command or the layers made would stop the temp dir's
+    // removal (an unprivileged owner cannot delete inside them).
+    let _writable = MakeRemovable(tmp.path().to_path_buf());
+    let before = tmp.path().join("before");
+    let after = tmp.path().join("after");
+    for dir in [&before, &after] {
+        std::fs::create_dir(dir).map_err(|source| BuildError::Io {
+            op: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        for layer in &st.chain {
+            let tar = solver.state.open_layer_tar(&layer.diff_id)?;
+            strata_layer::apply_layer(tar, dir, &strata_layer::ApplyOptions::default())?;
+        }
+    }
+    prepared.spec.rootfs = Some(after.clone());
+    run_logged(executor, &prepared, step, what)?;
+    // Everything on disk belongs to the caller, who is the container's root (the only
+    // id its user namespace maps), so that is the owner in the layer too.
+    let opts = WriteDirOptions {
+        clamp_mtime: solver.req.source_date_epoch,
+        uid: Some(0),
+        gid: Some(0),
+        ..Default::default()
+    };
+    let (layer, entries) = solver.state.write_layer(&solver.layer_compression, |w| {
+        strata_layer::diff_trees(&before, &after, w, &opts).map_err(|e| BuildError::Source {
+            instruction: what.to_owned(),
+            message: format!("capturing the change: {e}"),
+        })
+    })?;
+    let mut chain = st.chain.clone();
+    if entries > 0 {
+        // No snapshot is adopted: `after` is a full tree, not one layer's.
+        chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.to_owned() });
+    }
+    let rec = StepRecord { key: key.to_owned(), created_at: created.to_owned(), chain };
+    solver.state.put_record(&rec)?;
+    Ok(rec)
+}
+
+/// Gives the owner write and search permission on every directory below a path when
+/// dropped (best effort), so the tree can be removed without root.
+struct MakeRemovable(PathBuf);
+
+impl Drop for MakeRemovable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut stack = vec![self.0.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(md) = std::fs::symlink_metadata(&dir) else { continue };
+            if !md.is_dir() {
+                continue;
+            }
+            let mode = md.permissions().mode();
+            if mode & 0o700 != 0o700 {
+                let _ =
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o700));
+            }
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+}
+
+/// Runs the step, streaming its output lines to the progress display; a non-zero exit
+/// is [`BuildError::RunFailed`] with the last lines.
+fn run_logged(
+    executor: &dyn Executor,
+    prepared: &Prepared,
+    step: &Step<'_>,
+    what: &str,
+) -> Result<(), BuildError> {
     let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let outcome = executor
         .run(&prepared.spec, &mut |chunk: OutputChunk| {
@@ -386,21 +500,5 @@ pub(crate) fn execute(
             tail,
         });
     }
-    let opts = WriteDirOptions { clamp_mtime: solver.req.source_date_epoch, ..Default::default() };
-    let (layer, entries) = solver.state.write_layer(&solver.layer_compression, |w| {
-        strata_layer::diff_overlay_upper(&upper, &lowers, w, &opts, &|_, _| false).map_err(|e| {
-            BuildError::Source {
-                instruction: what.to_owned(),
-                message: format!("capturing the change: {e}"),
-            }
-        })
-    })?;
-    let mut chain = st.chain.clone();
-    if entries > 0 {
-        chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.to_owned() });
-        crate::snapshot::adopt(solver.state, &layer.diff_id, upper);
-    }
-    let rec = StepRecord { key: key.to_owned(), created_at: created.to_owned(), chain };
-    solver.state.put_record(&rec)?;
-    Ok(rec)
+    Ok(())
 }

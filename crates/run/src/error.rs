@@ -24,16 +24,47 @@ pub enum RunError {
         path: PathBuf,
     },
 
-    /// Not running as root; rootless execution is not implemented.
+    /// Not running as root, and the kernel does not let an unprivileged
+    /// process create the user namespace rootless runc needs.
     #[error(
-        "RUN steps need root (running as uid {euid}): mounting the overlay root filesystem and \
-         creating a runc container without a user namespace require CAP_SYS_ADMIN; run strata \
-         as root (e.g. with sudo). Rootless mode (user namespace + fuse-overlayfs or \
-         unprivileged overlayfs) is not implemented yet"
+        "RUN steps without root need an unprivileged user namespace (rootless runc, running as \
+         uid {euid}), but {reason}. Run strata as root, or allow unprivileged user namespaces: \
+         {fix}"
     )]
-    NotRoot {
+    RootlessUnavailable {
         /// The effective uid strata runs with.
         euid: u32,
+        /// What the kernel said or is configured to forbid.
+        reason: String,
+        /// How to enable it.
+        fix: String,
+    },
+
+    /// Rootless mode needs a plain directory as root filesystem.
+    #[error(
+        "RUN without root cannot mount an overlay root filesystem (running as uid {euid}): \
+         pass RunSpec.rootfs (a plain directory) instead of lower/upper/work directories"
+    )]
+    RootlessNeedsRootfs {
+        /// The effective uid strata runs with.
+        euid: u32,
+    },
+
+    /// In rootless mode only the caller (the container's root) is mapped.
+    #[error(
+        "RUN without root runs as the container's root only (uid 0 maps to the caller, uid \
+         {euid}; no other ids exist in its user namespace), but {what} needs uid {uid} gid {gid}: \
+         run strata as root to use other users"
+    )]
+    RootlessUnmappedId {
+        /// The effective uid strata runs with.
+        euid: u32,
+        /// What asked for the id (USER, a secret's owner).
+        what: &'static str,
+        /// The requested uid.
+        uid: u32,
+        /// The requested gid.
+        gid: u32,
     },
 
     /// The `USER` could not be resolved against the image's /etc/passwd or /etc/group.

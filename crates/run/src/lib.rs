@@ -7,6 +7,13 @@
 //! opaque directories carry `trusted.overlay.opaque=y`); another crate turns
 //! it into a layer tar.
 //!
+//! Alternatively ([`RunSpec::rootfs`]) the root filesystem is a plain
+//! directory the command changes in place; the caller diffs it against a copy.
+//!
+//! Without root, [`RuncExecutor`] uses runc's rootless mode: a user namespace
+//! mapping the caller to the container's root, no cgroup, and the plain
+//! directory root filesystem (see [`RuncExecutor::rootless`]).
+//!
 //! [`RuncExecutor`] does what BuildKit's runc executor does: it writes an OCI
 //! runtime `config.json` and runs `runc run`. The container gets its own
 //! mount, PID, UTS, IPC and cgroup namespaces, BuildKit's default capability
@@ -81,6 +88,11 @@ pub struct RunSpec {
     pub upper: PathBuf,
     /// Overlay work directory: empty, caller-owned, on the same filesystem as `upper`.
     pub work: PathBuf,
+    /// The copy fallback: a plain, caller-owned directory used as the root
+    /// filesystem as it is (writable; the command's changes land in it).
+    /// When set, `lowers`, `upper` and `work` are ignored. Without root it is
+    /// required, because only root can mount the overlay.
+    pub rootfs: Option<PathBuf>,
     /// Extra mounts (`RUN --mount`, secrets).
     pub mounts: Vec<Mount>,
     /// Prefix of container ids (`<prefix>-<pid>-<counter>-<random>`); empty means "strata".

@@ -44,6 +44,8 @@ pub struct RuncExecutor {
     /// Per-run directories.
     runs_dir: PathBuf,
     counter: AtomicU64,
+    /// Rootless mode (not root): the caller's (uid, gid), the container's 0:0.
+    rootless: Option<(u32, u32)>,
     /// Running container ids → whether they were cancelled.
     running: Mutex<HashMap<String, bool>>,
 }
@@ -52,29 +54,59 @@ impl RuncExecutor {
     /// Finds `runc` (or uses `runtime`), keeps state under
     /// [`DEFAULT_STATE_DIR`], and cleans leftovers of killed strata processes.
     ///
-    /// Fails with [`RunError::NotRoot`] when not running as root: rootless
-    /// execution is not implemented.
+    /// Without root the executor is rootless (see [`RuncExecutor::rootless`])
+    /// and keeps its state under `$XDG_RUNTIME_DIR/strata` (or a private
+    /// `strata-<uid>` in the temp dir); it fails with
+    /// [`RunError::RootlessUnavailable`] when the kernel forbids unprivileged
+    /// user namespaces.
     pub fn new(runtime: Option<PathBuf>) -> Result<Self, RunError> {
-        Self::with_state_dir(runtime, PathBuf::from(DEFAULT_STATE_DIR))
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid == 0 {
+            return Self::with_state_dir(runtime, PathBuf::from(DEFAULT_STATE_DIR));
+        }
+        // /run/strata is root's; an unprivileged caller needs a private dir of its own.
+        let state_dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(d) if !d.is_empty() && Path::new(&d).is_dir() => PathBuf::from(d).join("strata"),
+            _ => std::env::temp_dir().join(format!("strata-{euid}")),
+        };
+        Self::with_state_dir(runtime, state_dir)
     }
 
     /// Like [`RuncExecutor::new`] with the state kept under `state_dir`.
     pub fn with_state_dir(runtime: Option<PathBuf>, state_dir: PathBuf) -> Result<Self, RunError> {
         let euid = nix::unistd::geteuid().as_raw();
-        if euid != 0 {
-            return Err(RunError::NotRoot { euid });
-        }
+        let rootless = if euid == 0 {
+            None
+        } else {
+            if let Some((reason, fix)) = userns_blocker() {
+                return Err(RunError::RootlessUnavailable { euid, reason, fix });
+            }
+            Some((euid, nix::unistd::getegid().as_raw()))
+        };
         let runtime = find_runtime(runtime)?;
         let state_root = state_dir.join("runc");
         let runs_dir = state_dir.join("runs");
         for dir in [&state_dir, &state_root, &runs_dir] {
             mkdir_private(dir)?;
         }
+        if rootless.is_some() {
+            // A shared temp dir: someone else may have created it (or a symlink) first.
+            use std::os::unix::fs::MetadataExt;
+            let md = fs::symlink_metadata(&state_dir)
+                .map_err(|e| RunError::io("inspecting", &state_dir, e))?;
+            if !md.is_dir() || md.uid() != euid || md.mode() & 0o022 != 0 {
+                return Err(RunError::InvalidSpec(format!(
+                    "runc state directory {state_dir:?} is not a private directory of uid {euid}: \
+                     remove it or set XDG_RUNTIME_DIR to a directory of your own"
+                )));
+            }
+        }
         let exec = RuncExecutor {
             runtime,
             state_root,
             runs_dir,
             counter: AtomicU64::new(0),
+            rootless,
             running: Mutex::new(HashMap::new()),
         };
         exec.clean_leftovers();
@@ -84,6 +116,24 @@ impl RuncExecutor {
     /// The runtime binary in use.
     pub fn runtime(&self) -> &Path {
         &self.runtime
+    }
+
+    /// Whether containers run in runc's rootless mode (strata is not root):
+    /// a user namespace maps the caller to the container's root (the only id
+    /// there), no cgroup, devices bind-mounted from the host, and the root
+    /// filesystem must be a plain directory ([`crate::RunSpec::rootfs`]).
+    pub fn rootless(&self) -> bool {
+        self.rootless.is_some()
+    }
+
+    /// `runc --root <state> [--rootless true]`.
+    fn runc(&self) -> Command {
+        let mut cmd = Command::new(&self.runtime);
+        cmd.arg("--root").arg(&self.state_root);
+        if self.rootless.is_some() {
+            cmd.arg("--rootless").arg("true");
+        }
+        cmd
     }
 
     /// Kills every container this executor is running; their `run` calls
@@ -112,9 +162,7 @@ impl RuncExecutor {
 
     /// Runs runc with `args`, ignoring failures: for best-effort cleanup.
     fn runc_quiet(&self, args: &[&str]) -> bool {
-        Command::new(&self.runtime)
-            .arg("--root")
-            .arg(&self.state_root)
+        self.runc()
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -163,6 +211,11 @@ impl Executor for RuncExecutor {
         out: &mut dyn FnMut(OutputChunk),
     ) -> Result<RunOutcome, RunError> {
         validate(spec)?;
+        if let Some((euid, _)) = self.rootless
+            && spec.rootfs.is_none()
+        {
+            return Err(RunError::RootlessNeedsRootfs { euid });
+        }
         let id = self.next_id(&spec.id_prefix);
         let run_dir = self.runs_dir.join(&id);
         mkdir_private(&run_dir)?;
@@ -177,16 +230,32 @@ impl Executor for RuncExecutor {
         fs::write(run_dir.join("owner"), owner_token(std::process::id())?)
             .map_err(|e| RunError::io("writing", run_dir.join("owner"), e))?;
 
-        let merged = guard.merged.clone();
-        mkdir_private(&merged)?;
-        mount_overlay(spec, &run_dir, &merged)?;
-        guard.mounted = true;
+        let merged = match &spec.rootfs {
+            Some(rootfs) => rootfs.clone(),
+            None => {
+                let merged = guard.merged.clone();
+                mkdir_private(&merged)?;
+                mount_overlay(spec, &run_dir, &merged)?;
+                guard.mounted = true;
+                merged
+            }
+        };
 
         let user = resolve_user(&merged, &spec.user)?;
+        if let Some((euid, _)) = self.rootless
+            && (user.uid != 0 || user.gid != 0)
+        {
+            return Err(RunError::RootlessUnmappedId {
+                euid,
+                what: "USER",
+                uid: user.uid,
+                gid: user.gid,
+            });
+        }
         let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
         create_cwd(&merged, cwd)?;
         let hostname = if spec.hostname.is_empty() { DEFAULT_HOSTNAME } else { &spec.hostname };
-        let extra_mounts = prepare_mounts(spec, &run_dir, hostname)?;
+        let extra_mounts = prepare_mounts(spec, &run_dir, hostname, self.rootless)?;
         let targets: Vec<String> = ["/proc", "/dev", "/sys"]
             .iter()
             .map(|s| s.to_string())
@@ -205,6 +274,7 @@ impl Executor for RuncExecutor {
             network: spec.network,
             cgroup: &id,
             extra_mounts,
+            rootless: self.rootless,
         })?;
         let config_path = run_dir.join("config.json");
         let json = serde_json::to_vec_pretty(&config)
@@ -222,9 +292,11 @@ impl Executor for RuncExecutor {
         // only what the command wrote.
         stubs.remove_stubs().map_err(|e| RunError::io("removing mount points from", &merged, e))?;
         guard.unmount()?;
-        stubs.prune_upper(&spec.upper).map_err(|e| {
-            RunError::io("cleaning copied-up mount point parents in", &spec.upper, e)
-        })?;
+        if spec.rootfs.is_none() {
+            stubs.prune_upper(&spec.upper).map_err(|e| {
+                RunError::io("cleaning copied-up mount point parents in", &spec.upper, e)
+            })?;
+        }
         drop(guard);
 
         if cancelled {
@@ -232,10 +304,17 @@ impl Executor for RuncExecutor {
         }
         if exit_code != 0 && !started {
             // The container never started, so this is runc's failure, not the command's.
-            return Err(RunError::Runtime {
-                id,
-                message: runc_errors.unwrap_or_else(|| tail.lines().join("\n")),
-            });
+            let message = runc_errors.unwrap_or_else(|| tail.lines().join("\n"));
+            if let Some((euid, _)) = self.rootless
+                && userns_denied(&message)
+            {
+                return Err(RunError::RootlessUnavailable {
+                    euid,
+                    reason: format!("runc could not create the user namespace: {message}"),
+                    fix: USERNS_FIX.to_owned(),
+                });
+            }
+            return Err(RunError::Runtime { id, message });
         }
         Ok(RunOutcome { exit_code, tail: tail.lines() })
     }
@@ -257,10 +336,8 @@ impl RunGuard<'_> {
         &mut self,
         out: &mut dyn FnMut(OutputChunk),
     ) -> Result<(ExitStatus, OutputTail), RunError> {
-        let mut cmd = Command::new(&self.exec.runtime);
-        cmd.arg("--root")
-            .arg(&self.exec.state_root)
-            .arg("--log")
+        let mut cmd = self.exec.runc();
+        cmd.arg("--log")
             .arg(self.run_dir.join("runc.log"))
             .arg("--log-format")
             .arg("json")
@@ -380,11 +457,19 @@ fn validate(spec: &RunSpec) -> Result<(), RunError> {
     if spec.args.is_empty() {
         return Err(RunError::InvalidSpec("RUN needs a command (args is empty)".to_owned()));
     }
-    for (what, dir) in [("upper", &spec.upper), ("work", &spec.work)] {
-        if !dir.is_dir() {
+    if let Some(rootfs) = &spec.rootfs {
+        if !rootfs.is_dir() {
             return Err(RunError::InvalidSpec(format!(
-                "overlay {what} directory {dir:?} does not exist: create an empty directory"
+                "root filesystem directory {rootfs:?} does not exist"
             )));
+        }
+    } else {
+        for (what, dir) in [("upper", &spec.upper), ("work", &spec.work)] {
+            if !dir.is_dir() {
+                return Err(RunError::InvalidSpec(format!(
+                    "overlay {what} directory {dir:?} does not exist: create an empty directory"
+                )));
+            }
         }
     }
     for m in &spec.mounts {
@@ -503,6 +588,7 @@ fn prepare_mounts(
     spec: &RunSpec,
     run_dir: &Path,
     hostname: &str,
+    rootless: Option<(u32, u32)>,
 ) -> Result<Vec<OciMount>, RunError> {
     let write = |name: &str, contents: &[u8]| -> Result<PathBuf, RunError> {
         let path = run_dir.join(name);
@@ -556,8 +642,20 @@ fn prepare_mounts(
                     .map_err(|e| RunError::io("writing secret", &path, e))?;
                 fs::set_permissions(&path, fs::Permissions::from_mode(*mode & 0o7777))
                     .map_err(|e| RunError::io("chmod of secret", &path, e))?;
-                std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
-                    .map_err(|e| RunError::io("chown of secret", &path, e))?;
+                match rootless {
+                    None => std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                        .map_err(|e| RunError::io("chown of secret", &path, e))?,
+                    // The file is the caller's already, which is the container's 0:0.
+                    Some(_) if *uid == 0 && *gid == 0 => {}
+                    Some((euid, _)) => {
+                        return Err(RunError::RootlessUnmappedId {
+                            euid,
+                            what: "a secret mount's owner",
+                            uid: *uid,
+                            gid: *gid,
+                        });
+                    }
+                }
                 mounts.push(spec::mount(target, "bind", path, &ro_file)?);
             }
         }
@@ -571,6 +669,42 @@ fn resolv_conf() -> Vec<u8> {
         Ok(bytes) if String::from_utf8_lossy(&bytes).contains("nameserver") => bytes,
         _ => b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec(),
     }
+}
+
+/// How to allow unprivileged user namespaces, for error messages.
+const USERNS_FIX: &str = "as root run `sysctl -w kernel.unprivileged_userns_clone=1` (Debian, \
+    Ubuntu before 23.10), `sysctl -w user.max_user_namespaces=15000`, and on Ubuntu 23.10+ \
+    `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`; inside a container, its \
+    seccomp profile or runtime must allow unshare(CLONE_NEWUSER)";
+
+/// Why the kernel will not let this process create a user namespace, read
+/// from its knobs, with how to change it; `None` if nothing forbids it.
+fn userns_blocker() -> Option<(String, String)> {
+    let knob = |path: &str| fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
+    let checks = [
+        (
+            "/proc/sys/kernel/unprivileged_userns_clone",
+            "0",
+            "sysctl -w kernel.unprivileged_userns_clone=1",
+        ),
+        ("/proc/sys/user/max_user_namespaces", "0", "sysctl -w user.max_user_namespaces=15000"),
+        (
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0",
+        ),
+    ];
+    checks.into_iter().find_map(|(path, bad, fix)| {
+        (knob(path).as_deref() == Some(bad))
+            .then(|| (format!("{path} is {bad}"), format!("as root run `{fix}`")))
+    })
+}
+
+/// Whether runc's error says the kernel refused the user namespace.
+fn userns_denied(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    (m.contains("operation not permitted") || m.contains("permission denied"))
+        && (m.contains("unshare") || m.contains("user namespace") || m.contains("newuser"))
 }
 
 /// runc's error messages from its JSON log, if any.
@@ -689,6 +823,16 @@ mod tests {
         assert!(owner_alive(dir.path()));
         fs::write(dir.path().join("owner"), format!("{me} 1\n")).unwrap();
         assert!(!owner_alive(dir.path()));
+    }
+
+    #[test]
+    fn userns_refusals_are_recognised() {
+        assert!(userns_denied(
+            "nsexec-1[42]: failed to unshare namespaces: Operation not permitted"
+        ));
+        assert!(userns_denied("unshare(CLONE_NEWUSER): permission denied"));
+        assert!(!userns_denied("exec: \"/bin/sh\": stat /bin/sh: no such file or directory"));
+        assert!(!userns_denied("unshare: invalid argument"));
     }
 
     #[test]
