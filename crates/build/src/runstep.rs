@@ -200,7 +200,7 @@ pub(crate) fn prepare(
                                 })
                             });
                             match (
-                                idx.and_then(|i| solver_stage(solver, i)),
+                                idx.and_then(|i| solver.stage(i)),
                                 solver.req.build_contexts.get(from),
                             ) {
                                 (Some(s), _) => {
@@ -323,10 +323,6 @@ pub(crate) fn prepare(
         id_prefix: "strata".into(),
     };
     Ok(Prepared { spec, key_mounts, extra_inputs, _temps: temps, _locks: locks })
-}
-
-fn solver_stage(solver: &Solver<'_>, idx: usize) -> Option<ImgState> {
-    solver.stage(idx)
 }
 
 #[allow(clippy::too_many_arguments)]
