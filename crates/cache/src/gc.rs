@@ -489,7 +489,7 @@ pub fn prune(
             }
             let Some((size, _)) = sizes.get(b) else { continue };
             attributed.insert(b.clone());
-            if dry_run || layout.delete_blob(b)? {
+            if dry_run || layout.delete_blob_unsynced(b)? {
                 bytes += size;
                 report.removed_blobs += 1;
             }
@@ -524,10 +524,16 @@ pub fn prune(
             report.kept_recent_orphans += 1;
             continue;
         }
-        if dry_run || layout.delete_blob(&b.digest)? {
+        if dry_run || layout.delete_blob_unsynced(&b.digest)? {
             report.removed_blobs += 1;
             report.removed_bytes += b.size;
         }
+    }
+
+    // One directory sync for the whole sweep instead of one per deleted blob (10,000
+    // orphans took 2 s of fsyncs).
+    if !dry_run && report.removed_blobs > 0 {
+        layout.sync_blob_dir()?;
     }
 
     // Ingest leftovers. The dry run applies the same rule as remove_stale_ingests.

@@ -320,15 +320,28 @@ impl Layout {
     /// Deletes a blob; `Ok(false)` if it was not there. The caller must hold
     /// [`Layout::gc_lock`] if exports may run concurrently.
     pub fn delete_blob(&self, digest: &Digest) -> Result<bool> {
+        let removed = self.delete_blob_unsynced(digest)?;
+        if removed {
+            self.sync_blob_dir()?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes a blob without syncing `blobs/sha256`; for sweeps that delete many and then
+    /// call [`Layout::sync_blob_dir`] once (a crash before the sync can only bring garbage
+    /// back, never lose a kept blob).
+    pub fn delete_blob_unsynced(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest);
         match fs::remove_file(&path) {
-            Ok(()) => {
-                fsync_dir(&self.blob_dir())?;
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e).ctx("delete blob", &path),
         }
+    }
+
+    /// Makes earlier blob deletions durable.
+    pub fn sync_blob_dir(&self) -> Result<()> {
+        fsync_dir(&self.blob_dir())
     }
 }
 
