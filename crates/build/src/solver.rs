@@ -180,6 +180,14 @@ impl<'a> Solver<'a> {
     pub(crate) fn solve(mut self) -> (Result<ImgState, BuildError>, Solved) {
         let result = self.solve_inner();
         self.checksums.save();
+        if self.context.is_some() && self.checksums.hashed + self.checksums.reused > 0 {
+            // buildx shows the context transfer; strata reads the context in place, so what
+            // it reports is how much of it had to be hashed.
+            self.progress.message(&format!(
+                "context: {} files hashed, {} checksums reused (unchanged since the last build)",
+                self.checksums.hashed, self.checksums.reused
+            ));
+        }
         let final_node = result.as_ref().ok().and_then(|s| s.node);
         let final_lineage = lineage(&self.graph, final_node);
         let solved =
