@@ -421,7 +421,13 @@ fn walk_into(
             .map_err(io::Error::other)?;
         out.push(p);
         if entry.kind() == Kind::Dir {
+            let before = out.len();
             walk_into(view, &child, &target, req, owner, clamp, out)?;
+            // An excluded directory visible only for `!` exceptions is copied only when
+            // an exception re-included something in it, as Docker does.
+            if out.len() == before && view.only_for_exceptions(&child) {
+                out.pop();
+            }
         }
     }
     Ok(())

@@ -59,6 +59,11 @@ pub(crate) trait FsView {
     fn excluded(&self, _rel: &str, _is_dir: bool) -> bool {
         false
     }
+    /// Whether directory `rel` is itself excluded and visible only because an exception
+    /// (`!dir/keep`) may re-include something below it: copied only if something is.
+    fn only_for_exceptions(&self, _rel: &str) -> bool {
+        false
+    }
 }
 
 /// Normalises a path: splits on `/`, drops `.` and empty parts, clamps `..` at the root.
@@ -136,9 +141,13 @@ pub(crate) fn resolve(
 /// A `.dockerignore` predicate: `(relative path, is_dir) -> excluded`.
 pub(crate) type IgnoreFn = Box<dyn Fn(&str, bool) -> bool + Send + Sync>;
 
+/// A directory predicate: `(relative path) -> bool`.
+type DirPredicate = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub(crate) struct DirView {
     root: PathBuf,
     ignore: Option<IgnoreFn>,
+    exception_dirs: Option<DirPredicate>,
 }
 
 impl std::fmt::Debug for DirView {
@@ -150,7 +159,16 @@ impl std::fmt::Debug for DirView {
 impl DirView {
     /// A view of `root`; `ignore(rel, is_dir)` hides excluded paths.
     pub(crate) fn new(root: impl Into<PathBuf>, ignore: Option<IgnoreFn>) -> Self {
-        Self { root: root.into(), ignore }
+        Self { root: root.into(), ignore, exception_dirs: None }
+    }
+
+    /// Marks the directories kept visible only for `.dockerignore` exceptions.
+    pub(crate) fn with_exception_dirs(
+        mut self,
+        f: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.exception_dirs = Some(Box::new(f));
+        self
     }
 }
 
@@ -188,6 +206,10 @@ impl FsView for DirView {
 
     fn excluded(&self, rel: &str, is_dir: bool) -> bool {
         self.ignore.as_ref().is_some_and(|f| f(rel, is_dir))
+    }
+
+    fn only_for_exceptions(&self, rel: &str) -> bool {
+        self.exception_dirs.as_ref().is_some_and(|f| f(rel))
     }
 }
 

@@ -130,16 +130,22 @@ fn build_with(req: &BuildRequest, progress: &Progress) -> Result<BuildOutcome, B
     let step = progress.step("[internal] load .dockerignore");
     let ignore = load_ignore(req)?;
     step.done();
-    let context = req.context.as_ref().map(|root| {
-        // An excluded directory that an exception (`!dir/keep`) may re-include stays
-        // visible so COPY descends into it; its children are then filtered one by one.
-        let filter: Option<fsview::IgnoreFn> = ignore.map(|ig| {
-            Box::new(move |rel: &str, is_dir: bool| {
-                ig.matches(rel, is_dir) && !(is_dir && ig.may_contain_exceptions(rel))
-            }) as _
+    let context =
+        req.context.as_ref().map(|root| {
+            let view = fsview::DirView::new(root.clone(), None);
+            let Some(ig) = ignore else { return Arc::new(view) };
+            // An excluded directory that an exception (`!dir/keep`) may re-include stays
+            // visible so COPY descends into it; its children are then filtered one by one, and
+            // it is only copied if one of them is.
+            let ig = Arc::new(ig);
+            let (a, b) = (ig.clone(), ig);
+            let filter: fsview::IgnoreFn = Box::new(move |rel: &str, is_dir: bool| {
+                a.matches(rel, is_dir) && !(is_dir && a.may_contain_exceptions(rel))
+            });
+            Arc::new(fsview::DirView::new(root.clone(), Some(filter)).with_exception_dirs(
+                move |rel| b.matches(rel, true) && b.may_contain_exceptions(rel),
+            ))
         });
-        Arc::new(fsview::DirView::new(root.clone(), filter))
-    });
     let imports = cacheio::Imports::load(&req.cache_from, &state, progress);
     let mut solver = solver::Solver::new(req, &state, progress, &imports, &df, context);
     // New layers are compressed once, in the encoding most likely needed: gzip when an

@@ -85,12 +85,13 @@ fn dockerignore_with_exceptions() {
     let env = Env::new(
         "FROM scratch\nCOPY . /ctx/\n",
         &[
-            (".dockerignore", "*.log\n!keep.log\ntmp\n!tmp/keep\nnested/**/*.bak\n"),
+            (".dockerignore", "*.log\n!keep.log\ntmp\n!tmp/keep\nnested/**/*.bak\nvar\n!var/keep\n"),
             ("a.txt", "A"),
             ("drop.log", "no"),
             ("keep.log", "yes"),
             ("tmp/x", "no"),
             ("tmp/keep", "yes"),
+            ("var/other", "no"),
             ("nested/a/b/c.bak", "no"),
             ("nested/a/b/c.txt", "yes"),
         ],
@@ -102,6 +103,8 @@ fn dockerignore_with_exceptions() {
     assert!(!b.exists("ctx/drop.log"), "{t}");
     // An exception re-includes a file below an excluded directory.
     assert!(b.exists("ctx/tmp/keep") && !b.exists("ctx/tmp/x"), "{t}");
+    // An excluded directory whose exception matches nothing is not copied, not even empty.
+    assert!(!b.exists("ctx/var"), "{t}");
     assert!(!b.exists("ctx/nested/a/b/c.bak"), "{t}");
     // Docker sends the Dockerfile and .dockerignore too unless they are ignored.
     assert!(b.exists("ctx/Dockerfile") && b.exists("ctx/.dockerignore"), "{t}");
