@@ -85,7 +85,10 @@ fn dockerignore_with_exceptions() {
     let env = Env::new(
         "FROM scratch\nCOPY . /ctx/\n",
         &[
-            (".dockerignore", "*.log\n!keep.log\ntmp\n!tmp/keep\nnested/**/*.bak\nvar\n!var/keep\n"),
+            (
+                ".dockerignore",
+                "*.log\n!keep.log\ntmp\n!tmp/keep\nnested/**/*.bak\nvar\n!var/keep\n",
+            ),
             ("a.txt", "A"),
             ("drop.log", "no"),
             ("keep.log", "yes"),
