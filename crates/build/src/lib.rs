@@ -299,7 +299,7 @@ pub fn prune_state(root: &Path, keep_storage: Option<u64>) -> Result<u64, BuildE
 
 /// Blobs are read-only and snapshot dirs may be too; removal needs write permission on
 /// directories.
-fn make_writable(p: &Path) {
+pub(crate) fn make_writable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for e in walkdir::WalkDir::new(p).into_iter().filter_map(Result::ok) {
         if e.file_type().is_dir()

@@ -436,22 +436,7 @@ struct MakeRemovable(PathBuf);
 
 impl Drop for MakeRemovable {
     fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
-        let mut stack = vec![self.0.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(md) = std::fs::symlink_metadata(&dir) else { continue };
-            if !md.is_dir() {
-                continue;
-            }
-            let mode = md.permissions().mode();
-            if mode & 0o700 != 0o700 {
-                let _ =
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o700));
-            }
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                stack.extend(entries.flatten().map(|e| e.path()));
-            }
-        }
+        crate::make_writable(&self.0);
     }
 }
 
