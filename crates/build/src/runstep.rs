@@ -355,22 +355,46 @@ pub(crate) fn execute(
     prepared.spec.work = work;
     run_logged(executor, &prepared, step, what)?;
     let opts = WriteDirOptions { clamp_mtime: solver.req.source_date_epoch, ..Default::default() };
+    let (rec, added) = record_change(solver, st, key, created, what, |w| {
+        strata_layer::diff_overlay_upper(&upper, &lowers, w, &opts, &|_, _| false)
+    })?;
+    if let Some(diff_id) = added {
+        // The upper dir is already this layer in overlayfs form: keep it as its snapshot.
+        crate::snapshot::adopt(solver.state, &diff_id, upper);
+    }
+    Ok(rec)
+}
+
+/// Writes the change a step made as a layer (`diff` emits the tar entries), extends the
+/// chain when the change is not empty, and stores the step's record. Returns the record
+/// and the new layer's diffID, if a layer was added.
+fn record_change<F>(
+    solver: &Solver<'_>,
+    st: &ImgState,
+    key: &str,
+    created: &str,
+    what: &str,
+    diff: F,
+) -> Result<(StepRecord, Option<strata_oci::Digest>), BuildError>
+where
+    F: FnOnce(
+        &mut strata_layer::LayerWriter<strata_layer::LayerEncoder<strata_oci::BlobWriter>>,
+    ) -> Result<(), strata_layer::DiffError>,
+{
     let (layer, entries) = solver.state.write_layer(&solver.layer_compression, |w| {
-        strata_layer::diff_overlay_upper(&upper, &lowers, w, &opts, &|_, _| false).map_err(|e| {
-            BuildError::Source {
-                instruction: what.to_owned(),
-                message: format!("capturing the change: {e}"),
-            }
+        diff(w).map_err(|e| BuildError::Source {
+            instruction: what.to_owned(),
+            message: format!("capturing the change: {e}"),
         })
     })?;
     let mut chain = st.chain.clone();
-    if entries > 0 {
-        chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.to_owned() });
-        crate::snapshot::adopt(solver.state, &layer.diff_id, upper);
+    let added = (entries > 0).then(|| layer.diff_id.clone());
+    if let Some(diff_id) = &added {
+        chain.push(ChainLayer { diff_id: diff_id.clone(), created_at: created.to_owned() });
     }
     let rec = StepRecord { key: key.to_owned(), created_at: created.to_owned(), chain };
     solver.state.put_record(&rec)?;
-    Ok(rec)
+    Ok((rec, added))
 }
 
 /// RUN without root (the copy fallback): overlayfs cannot be mounted and the snapshots
@@ -414,19 +438,10 @@ fn execute_copy(
         gid: Some(0),
         ..Default::default()
     };
-    let (layer, entries) = solver.state.write_layer(&solver.layer_compression, |w| {
-        strata_layer::diff_trees(&before, &after, w, &opts).map_err(|e| BuildError::Source {
-            instruction: what.to_owned(),
-            message: format!("capturing the change: {e}"),
-        })
+    // No snapshot is adopted: `after` is a full tree, not one layer's.
+    let (rec, _) = record_change(solver, st, key, created, what, |w| {
+        strata_layer::diff_trees(&before, &after, w, &opts)
     })?;
-    let mut chain = st.chain.clone();
-    if entries > 0 {
-        // No snapshot is adopted: `after` is a full tree, not one layer's.
-        chain.push(ChainLayer { diff_id: layer.diff_id.clone(), created_at: created.to_owned() });
-    }
-    let rec = StepRecord { key: key.to_owned(), created_at: created.to_owned(), chain };
-    solver.state.put_record(&rec)?;
     Ok(rec)
 }
 
